@@ -1,0 +1,37 @@
+# Two commands do all setup on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vqkit-installed
+DEMO_DATA ?= data/demo-speech
+DEMO_RUN  ?= runs/mqgan-refiner-demo
+
+.PHONY: demo test install system-deps clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch==2.13.0 first when torch is absent: an unpinned torch would pull multi-GB CUDA wheels.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[audio,test]"
+	touch $@
+
+install: $(STAMP)
+
+# Debian packages for the demo corpus (real speech; espeak-ng as the fallback). Best effort:
+# without root the demo falls back or says clearly what is missing.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+demo: install system-deps
+	$(BIN)/vqkit data demo-speech $(DEMO_DATA)
+	$(BIN)/vqkit train --preset mqgan-refiner --data $(DEMO_DATA)/train --valid-data $(DEMO_DATA)/heldout --out $(DEMO_RUN)
+	$(BIN)/vqkit eval $(DEMO_RUN) --data $(DEMO_DATA)/heldout --out $(DEMO_RUN)/report
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_DATA) $(DEMO_RUN)
