@@ -192,11 +192,12 @@ class TrainConfig:
     precision: str = "no"           # "no" or "bf16" (autocast; the quantiser stays float32)
     device: str = "auto"            # "auto", "cpu" or "cuda"
     eval_clips: int = 8
+    max_nonfinite_steps: int = 20   # consecutive skipped (NaN/Inf) steps before training stops
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        for name in ("log_every", "eval_every", "save_every", "keep_last", "eval_clips"):
+        for name in ("log_every", "eval_every", "save_every", "keep_last", "eval_clips", "max_nonfinite_steps"):
             _check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
         _check(self.precision in ("no", "bf16"), "train.precision", "must be 'no' or 'bf16'")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be 'auto', 'cpu' or 'cuda'")

@@ -1,0 +1,79 @@
+"""`vqkit <verb>`: one command line for every tokenizer.
+
+    vqkit data demo-speech DIR
+    vqkit train --preset mqgan-refiner --data DIR --out RUN [--valid-data DIR] [--resume] [key=value ...]
+    vqkit encode CKPT INPUT -o OUT        (file -> tokens.npy, or folder -> folder)
+    vqkit decode CKPT TOKENS -o OUT       (tokens.npy -> wav, or folder -> folder)
+    vqkit reconstruct CKPT INPUT -o OUT   (audio -> tokens -> audio; file or folder)
+    vqkit eval CKPT --data DIR --out REPORT
+    vqkit info CKPT
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a tokenizer on a folder of audio files")
+    p.add_argument("--preset", default=None, help="preset name (see `vqkit info --presets`)")
+    p.add_argument("--config", default=None, help="YAML file merged over the preset")
+    p.add_argument("--data", required=True, help="folder of audio files (searched recursively)")
+    p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=2000")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vqkit", description="Train, evaluate and use discrete tokenizers.")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    d = sub.add_parser("data", help="build a demo corpus")
+    d.add_argument("corpus", choices=["demo-speech"])
+    d.add_argument("out", help="output folder")
+    d.add_argument("--source", choices=["auto", "asterisk", "espeak"], default="auto")
+    _add_train(sub)
+    for verb, what in (("encode", "audio file or folder -> token .npy files"),
+                       ("decode", "token .npy file or folder -> audio"),
+                       ("reconstruct", "audio file or folder -> tokens -> audio")):
+        p = sub.add_parser(verb, help=what)
+        p.add_argument("checkpoint", help="checkpoint or run directory")
+        p.add_argument("input")
+        p.add_argument("-o", "--output", required=True)
+        if verb != "encode":
+            p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+            p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
+            p.add_argument("--save-mel", action="store_true", help="also write the decoded log-mel as .mel.npy")
+    e = sub.add_parser("eval", help="held-out metrics and a report folder")
+    e.add_argument("checkpoint")
+    e.add_argument("--data", required=True, help="folder of held-out audio")
+    e.add_argument("--out", default=None, help="report folder (default: CKPT/report)")
+    e.add_argument("--examples", type=int, default=8, help="clips rendered as pictures and audio")
+    e.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+    i = sub.add_parser("info", help="describe a checkpoint (or list presets)")
+    i.add_argument("checkpoint", nargs="?")
+    i.add_argument("--presets", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import commands
+
+    try:
+        return getattr(commands, f"cmd_{args.verb}")(args) or 0
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+        # Known failure modes end with one clear line, not a traceback.
+        print(f"vqkit {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vqkit {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

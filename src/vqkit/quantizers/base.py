@@ -1,0 +1,37 @@
+"""The interface every quantiser implements (FSQ now; codebook VQ variants plug in here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class QuantizerOutput:
+    z_q: torch.Tensor                 # quantised latents, same shape as the input (B, D, ...)
+    indices: torch.Tensor             # integer codes (B, ...), one per position
+    loss: torch.Tensor                # auxiliary loss (0 for FSQ)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Quantizer(nn.Module):
+    """forward(z: (B, dim, ...)) -> QuantizerOutput; indices_to_codes(indices) -> z_q."""
+
+    dim: int
+    codebook_size: int
+    tokens_per_position: int = 1
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes."""
+    flat = indices.reshape(-1)
+    if mask is not None:
+        flat = flat[mask.reshape(-1).bool()]
+    counts = torch.bincount(flat.long(), minlength=codebook_size).float()
+    probs = counts / counts.sum().clamp(min=1)
+    entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
+    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}

@@ -1,0 +1,67 @@
+"""Finite scalar quantisation (Mentzer et al., 2023).
+
+Each latent dimension is bounded with tanh to its level count, rounded with a straight-through
+estimator and rescaled to [-1, 1]; the codebook is the product of the levels and a code's index is
+its mixed-radix number. Always computed in float32, also under bf16 autocast.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Quantizer, QuantizerOutput, usage_stats
+
+
+class FSQ(Quantizer):
+    def __init__(self, levels: list[int], eps: float = 1e-3):
+        super().__init__()
+        if not levels or any(lv < 2 for lv in levels):
+            raise ValueError(f"FSQ levels must all be >= 2, got {levels}")
+        self.levels_list = list(levels)
+        self.dim = len(levels)
+        self.eps = eps
+        lv = torch.tensor(levels, dtype=torch.long)
+        basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), lv[:-1]]), 0)
+        self.register_buffer("levels", lv, persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
+        self.codebook_size = int(lv.prod())
+
+    def bound(self, z: torch.Tensor) -> torch.Tensor:
+        """Squash z so that rounding gives exactly `levels` values per dimension."""
+        half = (self.levels - 1).float() * (1 + self.eps) / 2
+        offset = (self.levels % 2 == 0).float() * 0.5   # even levels: shift so the grid is symmetric
+        shift = torch.atanh(offset / half)
+        return torch.tanh(z + shift) * half - offset
+
+    def _channels_last(self, z: torch.Tensor) -> torch.Tensor:
+        return z.movedim(1, -1)
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        if z.shape[1] != self.dim:
+            raise ValueError(f"FSQ expects {self.dim} channels (one per level), got shape {tuple(z.shape)}")
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            zl = self._channels_last(z.float())
+            bounded = self.bound(zl)
+            rounded = bounded + (torch.round(bounded) - bounded).detach()   # straight-through
+            half_width = (self.levels // 2).float()
+            codes = rounded / half_width                                     # in [-1, 1]
+            indices = self._codes_to_indices(rounded)
+        z_q = codes.movedim(-1, 1)
+        stats = usage_stats(indices.detach(), self.codebook_size, mask)
+        return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros(()), stats=stats)
+
+    def _codes_to_indices(self, rounded: torch.Tensor) -> torch.Tensor:
+        digits = (rounded + (self.levels // 2)).round().long()   # 0 .. level-1 per dim
+        return (digits * self.basis).sum(-1)
+
+    def codes_to_indices(self, z_q: torch.Tensor) -> torch.Tensor:
+        """(B, dim, ...) quantised latents -> (B, ...) integer codes (inverse of indices_to_codes)."""
+        return self._codes_to_indices(self._channels_last(z_q.float()) * (self.levels // 2).float())
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, ...) integer codes -> (B, dim, ...) quantised latents, exactly as forward produces them."""
+        if indices.min() < 0 or indices.max() >= self.codebook_size:
+            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
+                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+        digits = (indices.long().unsqueeze(-1) // self.basis) % self.levels
+        codes = (digits - self.levels // 2).float() / (self.levels // 2).float()
+        return codes.movedim(-1, 1)

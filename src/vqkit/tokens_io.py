@@ -1,0 +1,79 @@
+"""Tokens on disk: `name.npy` (integer array, never pickled) + `name.json` sidecar saying which
+tokenizer made them, so tokens are never decoded by a tokenizer they do not belong to."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "vqkit-tokens-v1"
+
+
+class TokenFileError(ValueError):
+    pass
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def tokenizer_meta(tokenizer) -> dict:
+    return {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
+            "codebook_size": tokenizer.codebook_size, "tokens_per_second": tokenizer.tokens_per_second,
+            "channels_per_position": 1}
+
+
+def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | None = None) -> Path:
+    path = Path(path)
+    if path.suffix != ".npy":
+        path = path.with_suffix(".npy")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.int16 if tokenizer.codebook_size <= 2**15 else np.int32
+    arr = np.ascontiguousarray(np.asarray(tokens).astype(dtype))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.save(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+    meta = {**tokenizer_meta(tokenizer), "shape": list(arr.shape), **(extra or {})}
+    sidecar_path(path).write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def load_tokens(path: str | Path, tokenizer=None) -> tuple[np.ndarray, dict]:
+    """Read tokens and their sidecar; with `tokenizer`, refuse tokens made by another one."""
+    path = Path(path)
+    side = sidecar_path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise TokenFileError(f"{path}: no such token file") from None
+    except ValueError as e:
+        raise TokenFileError(f"{path}: not a token array ({e})") from None
+    except Exception as e:
+        raise TokenFileError(f"{path}: cannot read as .npy ({e})") from None
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TokenFileError(f"{path}: tokens must be integers, found dtype {arr.dtype}")
+    if arr.ndim not in (1, 2) or arr.size == 0:
+        raise TokenFileError(f"{path}: expected a non-empty 1D (T,) or 2D (B, T) array, found shape {arr.shape}")
+    try:
+        meta = json.loads(side.read_text())
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
+        raise TokenFileError(f"{path}: sidecar {side.name} is missing, so the tokens' tokenizer is unknown") from None
+    except ValueError as e:
+        raise TokenFileError(f"{side}: not a valid token sidecar ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise TokenFileError(f"{side}: unknown format {meta.get('format')!r} (expected {FORMAT})")
+    if tokenizer is not None:
+        if meta.get("tokenizer_id") != tokenizer.tokenizer_id:
+            raise TokenFileError(f"{path}: made by tokenizer {meta.get('tokenizer_id')} "
+                                 f"({meta.get('tokenizer_name')}), not by this one ({tokenizer.tokenizer_id}, "
+                                 f"{tokenizer.config.name}); decode it with the checkpoint that encoded it")
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi >= tokenizer.codebook_size:
+            raise TokenFileError(f"{path}: token ids out of range [{lo}, {hi}] for a codebook of "
+                                 f"{tokenizer.codebook_size}")
+    return arr, meta

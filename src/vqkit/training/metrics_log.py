@@ -1,0 +1,49 @@
+"""Run logging: one JSON line per record in metrics.jsonl, the same numbers in TensorBoard."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, enabled: bool = True):
+        self.enabled = enabled
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._tb = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+
+    def write(self, step: int, split: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "split": split, "time": round(time.time(), 3),
+                  **{k: round(float(v), 6) for k, v in values.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in values.items():
+            self._tb.add_scalar(f"{split}/{k}", float(v), step)
+
+    def image(self, tag: str, figure, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_figure(tag, figure, step, close=False)
+
+    def audio(self, tag: str, audio: np.ndarray, sample_rate: int, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_audio(tag, np.clip(audio, -1, 1)[None], step, sample_rate=sample_rate)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
