@@ -170,7 +170,7 @@ class Trainer:
             self.opt_g.step()
             self.sched_g.step()
         self.step += 1
-        values = {k: float(v) for k, v in logs.items()}
+        values = {k: float(v.detach()) for k, v in logs.items()}
         values.update({k: float(v) for k, v in out.stats.items()})
         return values if finite else None
 
@@ -184,7 +184,10 @@ class Trainer:
         metrics = MetricsLog(self.run_dir, enabled=self.acc.is_main_process)
         loader = torch.utils.data.DataLoader(
             self.batches, batch_size=None, sampler=range(self.step, t.steps), num_workers=cfg.data.num_workers,
-            pin_memory=self.acc.device.type == "cuda", persistent_workers=False)
+            pin_memory=self.acc.device.type == "cuda",
+            # Its own generator: creating the iterator must not draw from the global RNG (dropout),
+            # or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(t.seed))
         bar = tqdm(total=t.steps, initial=self.step, desc="train", dynamic_ncols=True,
                    disable=not (self.progress and self.acc.is_main_process))
         window: dict[str, list[float]] = {}
