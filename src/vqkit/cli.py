@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after flags (`... train.steps=10 --resume`): argparse alone would
+    # stop at the first flag after a positional list.
+    args, extra = parser.parse_known_args(argv)
+    if args.verb == "train":
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if e not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from . import commands
 
     try:

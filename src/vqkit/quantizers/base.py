@@ -29,8 +29,10 @@ class Quantizer(nn.Module):
 def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes."""
     flat = indices.reshape(-1)
+    keep = (flat >= 0) & (flat < codebook_size)   # non-finite latents give garbage ids: not codes
     if mask is not None:
-        flat = flat[mask.reshape(-1).bool()]
+        keep &= mask.reshape(-1).bool()
+    flat = flat[keep]
     counts = torch.bincount(flat.long(), minlength=codebook_size).float()
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()

@@ -217,8 +217,13 @@ class Trainer:
                     bar.set_postfix({k: f"{last[k]:.3f}" for k in ("draft_mse", "refined_mse", "g_adv", "d") if k in last})
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     self.evaluate(metrics)
-                if self.step % t.save_every == 0 or self.step == t.steps:
-                    self.save()
+                if self.step == t.steps:
+                    self.save()   # the final checkpoint must exist: an error here ends the run
+                elif self.step % t.save_every == 0:
+                    try:
+                        self.save()
+                    except CheckpointError as e:   # e.g. disk full: keep training, try again later
+                        self.log(f"warning: {e}")
         except KeyboardInterrupt:
             self.log(f"interrupted at step {self.step}: saving a checkpoint to resume from")
             self.save()

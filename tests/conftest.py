@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny configs and a small set of real speech clips."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY = [
+    "model.backbone.channels=[24]", "model.refiner.base_channels=4", "model.refiner.channel_mults=[1,2]",
+    "discriminator.patch_channels=[8,8]", "discriminator.bands=2", "discriminator.band_channels=[8]",
+    "data.segment_frames=32", "train.batch_size=4", "optim.warmup_steps=5", "train.eval_clips=2",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory):
+    """A small demo speech corpus (real Asterisk speech, or espeak-ng when that is what exists)."""
+    from vqkit.data.demo import make_demo_speech
+
+    out = tmp_path_factory.mktemp("demo-speech")
+    try:
+        make_demo_speech(out, log=lambda m: None, limit=24)
+    except RuntimeError as e:
+        pytest.skip(f"no demo speech source on this machine: {e}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def speech_mels(demo_dir):
+    """(train, heldout) lists of real-speech log-mels in the default (HiFi-GAN) convention."""
+    from vqkit.data.audio_corpus import load_mel_corpus
+    from vqkit.frontends.mel import MelFrontend
+
+    fe = MelFrontend()
+    quiet = lambda m: None  # noqa: E731
+    train = [c.mel for c in load_mel_corpus(demo_dir / "train", fe, log=quiet).clips]
+    held = [c.mel for c in load_mel_corpus(demo_dir / "heldout", fe, log=quiet).clips]
+    return train, held
+
+
+@pytest.fixture
+def synthetic_mels():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(80, 60 + 9 * i, generator=g) * 2 - 5 for i in range(8)]
