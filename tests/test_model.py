@@ -79,7 +79,7 @@ def refined_losses(model: Tokenizer, disc: MelDiscriminators, x: torch.Tensor):
     return out, loss
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def disc():
     torch.manual_seed(123)
     return MelDiscriminators(N_MELS, tiny_config().discriminator)
@@ -269,7 +269,7 @@ def test_causal_decoder_ignores_future_tokens(downsample):
         future = (a[..., cut:] - b[..., cut:]).abs().max().item()
         assert future > 1e-3                                   # the change matters downstream
         changed_diff[causal] = past
-    assert changed_diff[True] <= 1e-5, changed_diff
+    assert changed_diff[True] <= 1e-6, changed_diff         # in practice exactly 0
     assert changed_diff[False] > 1e-3, changed_diff
 
 
@@ -287,10 +287,11 @@ def test_save_load_round_trip(tmp_path, downsample):
     mel = model.decode(tokens)
     draft = model.decode(tokens, refined=False)
 
-    assert model.tokenizer_id is None
+    before = model.tokenizer_id
+    assert isinstance(before, str) and len(before) == 16
     d = model.save_pretrained(tmp_path / "ckpt")
     assert (d / CONFIG_NAME).is_file() and (d / WEIGHTS_NAME).is_file()
-    assert isinstance(model.tokenizer_id, str) and len(model.tokenizer_id) == 16
+    assert model.tokenizer_id == before   # the id is the weights' identity, not the file's
 
     loaded = Tokenizer.from_pretrained(d)
     assert not loaded.training
@@ -335,27 +336,22 @@ def test_from_pretrained_weights_of_another_model_structure(tmp_path):
     """Weights saved with a refiner, config without one: missing/unexpected keys."""
     d = tiny_tokenizer().save_pretrained(tmp_path / "ckpt")
     save_config(tiny_config(model__refiner__enabled=False), d / CONFIG_NAME)
-    with pytest.raises(ValueError, match="do not match") as err:
+    with pytest.raises(ValueError, match="do not fit") as err:
         Tokenizer.from_pretrained(d)
     assert "refiner" in str(err.value)
     # and the other way round: config with a refiner, weights without one
     d2 = tiny_tokenizer(model__refiner__enabled=False).save_pretrained(tmp_path / "ckpt2")
     save_config(tiny_config(), d2 / CONFIG_NAME)
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="do not fit"):
         Tokenizer.from_pretrained(d2)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "BUG src/vqkit/models/tokenizer.py from_pretrained: load_state_dict(strict=False) still raises "
-    "torch's RuntimeError('size mismatch ...') when the keys match but the shapes differ (e.g. "
-    "weights saved with backbone.channels=[16], config.yaml saying [24], or other FSQ levels); only "
-    "missing/unexpected keys are turned into the documented ValueError"))
 @pytest.mark.parametrize("change", [{"model__backbone__channels": [24]},
                                     {"model__quantizer__levels": [5, 5, 5]}])
 def test_from_pretrained_weights_of_another_width(tmp_path, change):
     d = tiny_tokenizer().save_pretrained(tmp_path / "ckpt")
     save_config(tiny_config(**change), d / CONFIG_NAME)
-    with pytest.raises(ValueError, match="do not match"):
+    with pytest.raises(ValueError, match="do not fit"):
         Tokenizer.from_pretrained(d)
 
 

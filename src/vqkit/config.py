@@ -6,6 +6,7 @@ ConfigError naming the key (and the file, when there is one).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -38,15 +39,17 @@ class MelConfig:
     center: bool = False               # False: reflect-pad (n_fft - hop) / 2 each side (HiFi-GAN)
 
     def validate(self) -> None:
-        _check(self.mel_scale in ("slaney", "htk"), "mel.mel_scale", "must be 'slaney' or 'htk'")
-        _check(self.filter_norm in ("slaney", None), "mel.filter_norm", "must be 'slaney' or null")
-        _check(self.win_length <= self.n_fft, "mel.win_length", "must be <= n_fft")
-        _check(0 < self.hop_length <= self.win_length, "mel.hop_length", "must be in (0, win_length]")
+        _check(self.sample_rate > 0 and self.n_fft > 0 and self.n_mels > 0, "model.mel.n_mels",
+               "sample_rate, n_fft and n_mels must be > 0")
+        _check(self.mel_scale in ("slaney", "htk"), "model.mel.mel_scale", "must be 'slaney' or 'htk'")
+        _check(self.filter_norm in ("slaney", None), "model.mel.filter_norm", "must be 'slaney' or null")
+        _check(self.win_length <= self.n_fft, "model.mel.win_length", "must be <= n_fft")
+        _check(0 < self.hop_length <= self.win_length, "model.mel.hop_length", "must be in (0, win_length]")
         fmax = self.fmax if self.fmax is not None else self.sample_rate / 2
-        _check(0 <= self.fmin < fmax <= self.sample_rate / 2, "mel.fmax",
+        _check(0 <= self.fmin < fmax <= self.sample_rate / 2, "model.mel.fmax",
                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={fmax}")
-        _check(self.power in (1.0, 2.0), "mel.power", "must be 1 or 2")
-        _check(self.log_clamp > 0, "mel.log_clamp", "must be > 0")
+        _check(self.power in (1.0, 2.0), "model.mel.power", "must be 1 or 2")
+        _check(self.log_clamp > 0, "model.mel.log_clamp", "must be > 0")
 
     @property
     def frames_per_second(self) -> float:
@@ -72,7 +75,8 @@ class BackboneConfig:
         _check(len(self.channels) >= 1 and all(c > 0 for c in self.channels),
                "model.backbone.channels", "needs at least one positive width")
         _check(self.blocks_per_stage >= 1, "model.backbone.blocks_per_stage", "must be >= 1")
-        _check(self.kernel_size % 2 == 1, "model.backbone.kernel_size", "must be odd")
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "model.backbone.kernel_size",
+               "must be a positive odd number")
         _check(0 <= self.dropout < 1, "model.backbone.dropout", "must be in [0, 1)")
         _check(self.downsample in (1, 2, 4), "model.backbone.downsample", "must be 1, 2 or 4")
 
@@ -161,6 +165,7 @@ class OptimConfig:
     def validate(self) -> None:
         _check(self.lr > 0 and self.d_lr > 0, "optim.lr", "learning rates must be > 0")
         _check(len(self.betas) == 2 and len(self.d_betas) == 2, "optim.betas", "need two values")
+        _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0")
 
@@ -235,6 +240,9 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     """Build dataclass `cls` from a plain dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{where or 'config'}: keys must be names, got {bad[0]!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -276,14 +284,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
-        if isinstance(value, str):   # YAML 1.1 reads 3e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
+        number = None
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            try:   # strings too: YAML 1.1 reads 3e-4 (no dot) as a string
+                number = float(value)
+            except (ValueError, OverflowError):
                 pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -300,10 +309,12 @@ def _merge(base: dict, update: dict) -> dict:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+    except Exception as e:  # YAMLError, and the ValueError/KeyError/... of tags like !!int abc
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
         return {}
@@ -323,10 +334,16 @@ def parse_overrides(overrides: list[str]) -> dict:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
+        except Exception as e:  # tags such as !!int abc raise ValueError, KeyError, ...
+            raise ConfigError(f"override {item!r}: cannot read the value ({e})") from None
         node = nested
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} was already set to a value")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(f"override {item!r}: {key} was already given nested keys")
         node[parts[-1]] = value
     return nested
 

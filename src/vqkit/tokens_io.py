@@ -30,8 +30,13 @@ def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | N
     if path.suffix != ".npy":
         path = path.with_suffix(".npy")
     path.parent.mkdir(parents=True, exist_ok=True)
+    tokens = np.asarray(tokens)
+    if not np.issubdtype(tokens.dtype, np.integer):
+        raise TokenFileError(f"{path}: tokens must be integers, got dtype {tokens.dtype}")
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= tokenizer.codebook_size):
+        raise TokenFileError(f"{path}: token ids out of range [0, {tokenizer.codebook_size})")
     dtype = np.int16 if tokenizer.codebook_size <= 2**15 else np.int32
-    arr = np.ascontiguousarray(np.asarray(tokens).astype(dtype))
+    arr = np.ascontiguousarray(tokens.astype(dtype))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
@@ -47,6 +52,9 @@ def load_tokens(path: str | Path, tokenizer=None) -> tuple[np.ndarray, dict]:
     side = sidecar_path(path)
     try:
         arr = np.load(path, allow_pickle=False)
+        if not isinstance(arr, np.ndarray):   # an .npz archive under an .npy name
+            arr.close()
+            raise ValueError("an .npz archive, not a single array")
     except FileNotFoundError:
         raise TokenFileError(f"{path}: no such token file") from None
     except ValueError as e:

@@ -60,7 +60,7 @@ class Tokenizer(nn.Module):
         self.refiner = (MelRefiner(n_mels, self.decoder.hidden_channels, m.refiner)
                         if m.refiner.enabled else None)
         self.downsample = m.backbone.downsample
-        self.tokenizer_id: str | None = None   # hash of the weights file once saved or loaded
+        self._id: str | None = None   # cached tokenizer_id of loaded (fixed) weights
 
     # ---- units ---------------------------------------------------------------------------
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
@@ -120,6 +120,11 @@ class Tokenizer(nn.Module):
         """encode + decode, cropped back to the input length."""
         return self.decode(self.encode(log_mel), refined)[..., : log_mel.shape[-1]]
 
+    @property
+    def tokenizer_id(self) -> str:
+        """Hash of the current weights: tokens carry it, so they are never decoded by another model."""
+        return self._id or state_hash(self.state_dict())
+
     # ---- rates ---------------------------------------------------------------------------
     @property
     def codebook_size(self) -> int:
@@ -141,7 +146,6 @@ class Tokenizer(nn.Module):
         save_config(self.config, d / CONFIG_NAME)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "vqkit-tokenizer-v1"})
-        self.tokenizer_id = weights_hash(d / WEIGHTS_NAME)
         return d
 
     @classmethod
@@ -161,21 +165,33 @@ class Tokenizer(nn.Module):
             state = load_file(str(weights), device=str(map_location))
         except Exception as e:  # safetensors raises its own error types for corrupt headers
             raise ValueError(f"{weights}: cannot read weights ({e})") from None
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights}: weights do not match {cfg_path} "
-                             f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
-                             "is this a checkpoint of another model?")
-        model.tokenizer_id = weights_hash(weights)
+        load_matching(model, state, f"{weights} (config {cfg_path})")
+        model._id = model.tokenizer_id   # weights are fixed from here on: hash once
         return model.eval()
 
 
-def weights_hash(path: Path) -> str:
+def load_matching(module: nn.Module, state: dict, where: str) -> None:
+    """load_state_dict that turns any mismatch (keys or shapes) into one clear ValueError."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # shape mismatches raise even with strict=False
+        detail = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
+        raise ValueError(f"{where}: weights do not fit the configured model ({detail}); "
+                         "is this a checkpoint of another model?") from None
+    if missing or unexpected:
+        raise ValueError(f"{where}: weights do not fit the configured model "
+                         f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
+                         "is this a checkpoint of another model?")
+
+
+def state_hash(state: dict[str, torch.Tensor]) -> str:
+    """Identity of a set of weights: sha256 over names, dtypes, shapes and bytes."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()[:16]
 
 

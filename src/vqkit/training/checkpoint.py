@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME
+from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching
 from .state_io import load_state, save_state
 
 DISC_NAME = "discriminator.safetensors"
@@ -128,7 +128,7 @@ def load_checkpoint(ckpt: Path, model, discriminator) -> dict:
 
 
 def _load_strict(module, state: dict, where: Path) -> None:
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: does not match the configured model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}); was it written by a different config?")
+    try:
+        load_matching(module, state, str(where))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
