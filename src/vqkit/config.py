@@ -194,7 +194,7 @@ class TrainConfig:
     eval_every: int = 250           # held-out loss + reconstruction samples
     save_every: int = 250
     keep_last: int = 2              # checkpoints kept (older ones deleted after a successful save)
-    precision: str = "no"           # "no" or "bf16" (autocast; the quantiser stays float32)
+    precision: str = "fp32"         # "fp32" or "bf16" (autocast; the quantiser stays float32)
     device: str = "auto"            # "auto", "cpu" or "cuda"
     eval_clips: int = 8
     max_nonfinite_steps: int = 20   # consecutive skipped (NaN/Inf) steps before training stops
@@ -204,7 +204,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         for name in ("log_every", "eval_every", "save_every", "keep_last", "eval_clips", "max_nonfinite_steps"):
             _check(getattr(self, name) >= 1, f"train.{name}", "must be >= 1")
-        _check(self.precision in ("no", "bf16"), "train.precision", "must be 'no' or 'bf16'")
+        _check(self.precision in ("fp32", "bf16"), "train.precision", "must be 'fp32' or 'bf16'")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be 'auto', 'cpu' or 'cuda'")
 
 
