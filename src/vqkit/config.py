@@ -35,6 +35,7 @@ class MelConfig:
     mel_scale: str = "slaney"          # "slaney" or "htk"
     filter_norm: str | None = "slaney"  # librosa filterbank norm: "slaney" or None
     power: float = 1.0                 # 1 = magnitude, 2 = power
+    mag_eps: float = 1e-9              # magnitude = sqrt(re^2 + im^2 + mag_eps): HiFi-GAN adds 1e-9
     log_clamp: float = 1e-5            # log(clamp(mel, log_clamp))
     center: bool = False               # False: reflect-pad (n_fft - hop) / 2 each side (HiFi-GAN)
 
@@ -50,6 +51,7 @@ class MelConfig:
                f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={fmax}")
         _check(self.power in (1.0, 2.0), "model.mel.power", "must be 1 or 2")
         _check(self.log_clamp > 0, "model.mel.log_clamp", "must be > 0")
+        _check(self.mag_eps >= 0, "model.mel.mag_eps", "must be >= 0")
 
     @property
     def frames_per_second(self) -> float:

@@ -54,10 +54,8 @@ class MelFrontend(nn.Module):
         spec = torch.stft(x, c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
                           center=c.center, pad_mode="reflect", normalized=False, onesided=True,
                           return_complex=True)
-        # sqrt(re^2 + im^2 + 1e-9) as HiFi-GAN does: finite gradient at zero.
-        mag = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
-        if c.power == 2.0:
-            mag = mag.pow(2)
+        power = spec.real.pow(2) + spec.imag.pow(2) + c.mag_eps   # HiFi-GAN: + 1e-9
+        mag = power if c.power == 2.0 else torch.sqrt(power)
         return mag.reshape(*shape, *mag.shape[-2:])
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
