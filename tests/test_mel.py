@@ -58,7 +58,7 @@ def test_mel_matches_librosa(name):
     assert lin_err < 1e-5, lin_err
     # Log mel: equal wherever the energy is clear of the clamp floor (at the floor, round-off of
     # ~1e-8 in an empty band changes the log by a lot and means nothing).
-    audible = ref > np.log(c.log_clamp) + 3
+    audible = ref > np.log(c.log_clamp) + 5
     assert audible.mean() > 0.3
     assert np.abs(ours - ref)[audible].max() < 1e-3
 
