@@ -134,7 +134,7 @@ def test_wrong_list_item_names_index():
     ("model.refiner.mode=foo", "model.refiner.mode"),
     ("model.quantizer.levels=[1, 5]", "model.quantizer.levels"),
     ("model.quantizer.levels=[]", "model.quantizer.levels"),
-    ("model.quantizer.kind=vq", "model.quantizer.kind"),
+    ("model.quantizer.kind=rvq", "model.quantizer.kind"),
     ("model.backbone.kernel_size=4", "model.backbone.kernel_size"),
     ("model.mel.fmax=20000", "mel.fmax"),          # above Nyquist at 22.05 kHz
     ("model.mel.win_length=2048", "mel.win_length"),
