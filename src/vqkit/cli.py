@@ -1,6 +1,6 @@
 """`vqkit <verb>`: one command line for every tokenizer.
 
-    vqkit data demo-speech DIR
+    vqkit data demo-speech DIR | demo-images DIR
     vqkit train --preset mqgan-refiner --data DIR --out RUN [--valid-data DIR] [--resume] [key=value ...]
     vqkit encode CKPT INPUT -o OUT        (file -> tokens.npy, or folder -> folder)
     vqkit decode CKPT TOKENS -o OUT       (tokens.npy -> wav, or folder -> folder)
@@ -18,10 +18,10 @@ from .config import ConfigError
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a tokenizer on a folder of audio files")
+    p = sub.add_parser("train", help="train a tokenizer on a folder of audio files or images")
     p.add_argument("--preset", default=None, help="preset name (see `vqkit info --presets`)")
     p.add_argument("--config", default=None, help="YAML file merged over the preset")
-    p.add_argument("--data", required=True, help="folder of audio files (searched recursively)")
+    p.add_argument("--data", required=True, help="folder of audio files or images (searched recursively)")
     p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
@@ -33,13 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqkit", description="Train, evaluate and use discrete tokenizers.")
     sub = parser.add_subparsers(dest="verb", required=True)
     d = sub.add_parser("data", help="build a demo corpus")
-    d.add_argument("corpus", choices=["demo-speech"])
+    d.add_argument("corpus", choices=["demo-speech", "demo-images"])
     d.add_argument("out", help="output folder")
     d.add_argument("--source", choices=["auto", "asterisk", "espeak"], default="auto")
     _add_train(sub)
-    for verb, what in (("encode", "audio file or folder -> token .npy files"),
-                       ("decode", "token .npy file or folder -> audio"),
-                       ("reconstruct", "audio file or folder -> tokens -> audio")):
+    for verb, what in (("encode", "audio/image file or folder -> token .npy files"),
+                       ("decode", "token .npy file or folder -> audio/images"),
+                       ("reconstruct", "audio/image file or folder -> tokens -> audio/images")):
         p = sub.add_parser(verb, help=what)
         p.add_argument("checkpoint", help="checkpoint or run directory")
         p.add_argument("input")
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--save-mel", action="store_true", help="also write the decoded log-mel as .mel.npy")
     e = sub.add_parser("eval", help="held-out metrics and a report folder")
     e.add_argument("checkpoint")
-    e.add_argument("--data", required=True, help="folder of held-out audio")
+    e.add_argument("--data", required=True, help="folder of held-out audio or images")
     e.add_argument("--out", default=None, help="report folder (default: CKPT/report)")
     e.add_argument("--examples", type=int, default=8, help="clips rendered as pictures and audio")
     e.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,12 @@ def log(msg: str) -> None:
 
 
 def cmd_data(args) -> int:
+    if args.corpus == "demo-images":
+        from .data.demo_images import make_demo_images
+
+        manifest = make_demo_images(args.out, log=log)
+        log(f"demo images ready in {args.out} (see ATTRIBUTION.txt)")
+        return 0
     from .data.demo import make_demo_speech
 
     manifest = make_demo_speech(args.out, log=log, source=args.source)
@@ -23,20 +30,34 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _load_corpora(cfg, data: str, valid_data: str | None):
-    from .data.audio_corpus import load_mel_corpus, split_by_hash
+def load_corpus(cfg, folder: str):
+    """The folder's usable items as a corpus: log-mel clips or images, bad files skipped and counted."""
+    if cfg.model.modality == "image":
+        from .data.image_corpus import load_image_corpus
+
+        return load_image_corpus(folder, channels=cfg.model.image.channels, log=log)
+    from .data.audio_corpus import load_mel_corpus
     from .frontends.mel import MelFrontend
 
-    frontend = MelFrontend(cfg.model.mel)
-    kw = dict(min_seconds=cfg.data.min_seconds, max_seconds=cfg.data.max_seconds, log=log)
-    corpus = load_mel_corpus(data, frontend, **kw)
-    train = [c.mel for c in corpus.clips]
+    return load_mel_corpus(folder, MelFrontend(cfg.model.mel), min_seconds=cfg.data.min_seconds,
+                           max_seconds=cfg.data.max_seconds, log=log)
+
+
+def corpus_items(corpus) -> list[torch.Tensor]:
+    return list(corpus.images) if hasattr(corpus, "images") else [c.mel for c in corpus.clips]
+
+
+def _load_corpora(cfg, data: str, valid_data: str | None):
+    from .data.audio_corpus import split_by_hash
+
+    corpus = load_corpus(cfg, data)
+    train = corpus_items(corpus)
     if valid_data:
-        valid = [c.mel for c in load_mel_corpus(valid_data, frontend, **kw).clips]
+        valid = corpus_items(load_corpus(cfg, valid_data))
     elif cfg.data.valid_fraction > 0 and len(train) >= 2:
         tr, va = split_by_hash(corpus.relative_paths(), cfg.data.valid_fraction)
         train, valid = [train[i] for i in tr], [train[i] for i in va]
-        log(f"held out {len(valid)} of {len(corpus)} clips by file-name hash (data.valid_fraction)")
+        log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
     return train, valid
@@ -57,8 +78,10 @@ def cmd_train(args) -> int:
     train, valid = _load_corpora(cfg, args.data, args.valid_data)
     trainer = Trainer(cfg, run, train, valid, log=log, progress=not args.no_progress)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
+    crop = (f"{cfg.data.image_size}x{cfg.data.image_size} crops" if cfg.model.modality == "image"
+            else f"{cfg.data.segment_frames} frames")
     log(f"training {cfg.name}: {n_params / 1e6:.2f}M generator parameters, {cfg.train.steps} steps, "
-        f"batch {cfg.train.batch_size} x {cfg.data.segment_frames} frames, device {trainer.acc.device}")
+        f"batch {cfg.train.batch_size} x {crop}, device {trainer.acc.device}")
     trainer.fit(resume=args.resume)
     log(f"done: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
     return 0
@@ -96,28 +119,53 @@ def _run_files(pairs, fn) -> int:
     return 1 if failed == len(pairs) else 0
 
 
-def _mel_of(tok, path: Path) -> torch.Tensor:
+def _signal_of(tok, path: Path) -> torch.Tensor:
+    """A file as the tokenizer's input: log-mel of an audio file, or an image in [-1, 1]."""
+    if tok.modality == "image":
+        from .frontends.image import load_image
+
+        return load_image(path, channels=tok.config.model.image.channels)
     from .frontends.audio_io import load_audio
 
     audio = load_audio(path, tok.config.model.mel.sample_rate)
     return tok.frontend(torch.from_numpy(audio))
 
 
-def cmd_encode(args) -> int:
+def _suffixes(tok) -> tuple[tuple[str, ...], str]:
+    """(input file suffixes, output suffix) of the tokenizer's modality."""
+    if tok.modality == "image":
+        from .frontends.image import IMAGE_EXTENSIONS
+
+        return IMAGE_EXTENSIONS, ".png"
     from .frontends.audio_io import AUDIO_EXTENSIONS
+
+    return AUDIO_EXTENSIONS, ".wav"
+
+
+def cmd_encode(args) -> int:
     from .tokens_io import save_tokens
 
     tok = _load_tokenizer(args.checkpoint)
 
     def one(src: Path, dst: Path) -> str:
-        tokens = tok.encode(_mel_of(tok, src)).cpu().numpy()
+        tokens = tok.encode(_signal_of(tok, src)).cpu().numpy()
         path = save_tokens(dst, tokens, tok, extra={"source": src.name})
+        if tok.modality == "image":
+            return f"{src} -> {path} (token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits)"
         return f"{src} -> {path} ({tokens.shape[-1]} tokens, {tokens.shape[-1] / tok.tokens_per_second:.2f} s)"
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), AUDIO_EXTENSIONS, ".npy"), one)
+    return _run_files(_pairs(Path(args.input), Path(args.output), _suffixes(tok)[0], ".npy"), one)
 
 
 def _writer(tok, args):
+    if tok.modality == "image":
+        from .frontends.image import save_image
+
+        def write_image(img: torch.Tensor, dst: Path) -> str:
+            save_image(dst.with_suffix(".png"), img.clamp(-1, 1).cpu())
+            return str(dst.with_suffix(".png"))
+
+        return write_image
     from .frontends.audio_io import save_wav
     from .vocoders import vocoder_for
 
@@ -142,31 +190,38 @@ def cmd_decode(args) -> int:
         tokens, _ = load_tokens(src, tok)
         return f"{src} -> " + write(tok.decode(torch.from_numpy(tokens.astype(np.int64)), refined=not args.draft), dst)
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), (".npy",), ".wav"), one)
+    return _run_files(_pairs(Path(args.input), Path(args.output), (".npy",), _suffixes(tok)[1]), one)
 
 
 def cmd_reconstruct(args) -> int:
-    from .frontends.audio_io import AUDIO_EXTENSIONS
-
     tok = _load_tokenizer(args.checkpoint)
     write = _writer(tok, args)
 
     def one(src: Path, dst: Path) -> str:
-        return f"{src} -> " + write(tok.reconstruct(_mel_of(tok, src), refined=not args.draft), dst)
+        return f"{src} -> " + write(tok.reconstruct(_signal_of(tok, src), refined=not args.draft), dst)
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), AUDIO_EXTENSIONS, ".wav"), one)
+    ins, out = _suffixes(tok)
+    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out), one)
 
 
 def cmd_eval(args) -> int:
-    from .data.audio_corpus import load_mel_corpus
+    tok = _load_tokenizer(args.checkpoint)
+    cfg = tok.config
+    corpus = load_corpus(cfg, args.data)
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "report"
+    if tok.modality == "image":
+        from .evaluation.report import write_image_report
+
+        metrics = write_image_report(tok, corpus, out, args.examples, checkpoint=args.checkpoint)
+        keys = ("draft_psnr", "draft_ssim", "refined_psnr", "refined_ssim", "codebook_usage", "perplexity",
+                "token_grid", "bits_per_image")
+        log(json.dumps({k: (round(metrics[k], 4) if isinstance(metrics[k], float) else metrics[k])
+                        for k in keys if k in metrics}))
+        log(f"report written to {out} (metrics.json, reconstructions.png, index.html)")
+        return 0
     from .evaluation.report import write_mel_report
     from .vocoders import vocoder_for
 
-    tok = _load_tokenizer(args.checkpoint)
-    cfg = tok.config
-    corpus = load_mel_corpus(args.data, tok.frontend, min_seconds=cfg.data.min_seconds,
-                             max_seconds=cfg.data.max_seconds, log=log)
-    out = Path(args.out) if args.out else Path(args.checkpoint) / "report"
     vocoder = vocoder_for(cfg.model.mel, prefer=args.vocoder)
     metrics = write_mel_report(tok, corpus, out, vocoder, args.examples, checkpoint=args.checkpoint)
     keys = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "codebook_usage", "perplexity",
@@ -187,18 +242,26 @@ def cmd_info(args) -> int:
     m = cfg.model
     n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
     state = resolve_checkpoint_dir(args.checkpoint) / "train_state.json"
+    q = m.quantizer
     info = {
         "checkpoint": str(resolve_checkpoint_dir(args.checkpoint)),
-        "name": cfg.name, "tokenizer_id": tok.tokenizer_id,
+        "name": cfg.name, "modality": m.modality, "tokenizer_id": tok.tokenizer_id,
         "parameters": {"total": n(tok), "encoder": n(tok.encoder), "decoder": n(tok.decoder),
                        "refiner": n(tok.refiner)},
-        "mel": f"{m.mel.sample_rate} Hz, n_fft {m.mel.n_fft}, hop {m.mel.hop_length}, {m.mel.n_mels} mels, "
-               f"fmax {m.mel.fmax}, {m.mel.mel_scale}",
-        "quantizer": f"{m.quantizer.kind} levels {m.quantizer.levels} = {tok.codebook_size} codes",
+        "backbone": f"{m.backbone.kind} {m.backbone.channels}, downsample {m.backbone.downsample}",
+        "quantizer": (f"fsq levels {q.levels} = {tok.codebook_size} codes" if q.kind == "fsq" else
+                      f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
+                      f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
         "refiner": m.refiner.mode if m.refiner.enabled else "off",
-        "tokens_per_second": round(tok.tokens_per_second, 2), "bits_per_second": round(tok.bits_per_second, 1),
         "trained_steps": _trained_steps(state),
     }
+    if m.modality == "mel":
+        info["mel"] = (f"{m.mel.sample_rate} Hz, n_fft {m.mel.n_fft}, hop {m.mel.hop_length}, {m.mel.n_mels} mels, "
+                       f"fmax {m.mel.fmax}, {m.mel.mel_scale}")
+        info.update(tokens_per_second=round(tok.tokens_per_second, 2), bits_per_second=round(tok.bits_per_second, 1))
+    else:
+        grid = tok.token_grid(256, 256)
+        info.update(token_grid_256px=list(grid), bits_per_256px_image=round(math.prod(grid) * tok.bits_per_token))
     log(json.dumps(info, indent=1))
     return 0
 

@@ -20,9 +20,12 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def tokenizer_meta(tokenizer) -> dict:
-    return {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
-            "codebook_size": tokenizer.codebook_size, "tokens_per_second": tokenizer.tokens_per_second,
-            "channels_per_position": 1}
+    meta = {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
+            "modality": tokenizer.modality, "codebook_size": tokenizer.codebook_size,
+            "channels_per_position": tokenizer.tokens_per_position}
+    if tokenizer.modality == "mel":
+        meta["tokens_per_second"] = tokenizer.tokens_per_second
+    return meta
 
 
 def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | None = None) -> Path:
@@ -63,8 +66,8 @@ def load_tokens(path: str | Path, tokenizer=None) -> tuple[np.ndarray, dict]:
         raise TokenFileError(f"{path}: cannot read as .npy ({e})") from None
     if not np.issubdtype(arr.dtype, np.integer):
         raise TokenFileError(f"{path}: tokens must be integers, found dtype {arr.dtype}")
-    if arr.ndim not in (1, 2) or arr.size == 0:
-        raise TokenFileError(f"{path}: expected a non-empty 1D (T,) or 2D (B, T) array, found shape {arr.shape}")
+    if arr.ndim not in (1, 2, 3, 4) or arr.size == 0:
+        raise TokenFileError(f"{path}: expected a non-empty token array of 1 to 4 axes, found shape {arr.shape}")
     try:
         meta = json.loads(side.read_text())
         if not isinstance(meta, dict):
@@ -80,6 +83,11 @@ def load_tokens(path: str | Path, tokenizer=None) -> tuple[np.ndarray, dict]:
             raise TokenFileError(f"{path}: made by tokenizer {meta.get('tokenizer_id')} "
                                  f"({meta.get('tokenizer_name')}), not by this one ({tokenizer.tokenizer_id}, "
                                  f"{tokenizer.config.name}); decode it with the checkpoint that encoded it")
+        dims = tokenizer.token_dims
+        if arr.ndim not in (dims, dims + 1) or (tokenizer.tokens_per_position > 1
+                                                 and arr.shape[-1] != tokenizer.tokens_per_position):
+            raise TokenFileError(f"{path}: shape {arr.shape} does not fit this tokenizer "
+                                 f"({dims} axes per example, {tokenizer.tokens_per_position} per position)")
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi >= tokenizer.codebook_size:
             raise TokenFileError(f"{path}: token ids out of range [{lo}, {hi}] for a codebook of "

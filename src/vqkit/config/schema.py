@@ -302,7 +302,6 @@ class TrainConfig:
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be 'fp32' or 'bf16'")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be 'auto', 'cpu' or 'cuda'")
         _check(self.phase in (1, 2), "train.phase", "must be 1 or 2")
-        _check(self.phase == 1 or self.init_from, "train.init_from", "phase 2 starts from a phase-1 checkpoint")
 
 
 @dataclass

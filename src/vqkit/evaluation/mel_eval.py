@@ -24,7 +24,7 @@ def evaluate_mels(model, mels: list[torch.Tensor], max_frames: int | None = None
     for mel in mels:
         x = mel[:, :max_frames] if max_frames else mel
         n = x.shape[-1]
-        xp = model._pad_to_multiple(x.unsqueeze(0).to(device).float())
+        xp = model.pad_to_multiple(x.unsqueeze(0).to(device).float())
         out = model(xp)
         draft = model.denormalize(out.draft)[0, :, :n]
         outputs = {"draft": draft}

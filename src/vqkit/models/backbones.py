@@ -66,6 +66,11 @@ class ResNet1dDecoder(nn.Module):
         self.proj_out = nn.Conv1d(ch[-1], out_channels, 1)
         self.hidden_channels = ch[-1]
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The output layer's weight (taming's adaptive GAN weight balances gradients there)."""
+        return self.proj_out.weight
+
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.mixer(self.body(self.proj_in(z)))
         return self.proj_out(self.act(hidden)), hidden

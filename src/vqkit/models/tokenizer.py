@@ -1,12 +1,15 @@
-"""The one tokenizer class: frontend + encoder + quantiser + decoder + optional refiner.
+"""The one tokenizer class: frontend + encoder + quantiser + decoder + optional refiner, for every
+modality. A mel spectrogram is a one-axis signal with mel bins as channels; an image has two axes.
 
-    log-mel -> normalise -> encoder -> quantiser -> decoder -> draft -> refiner -> refined
-                                          |
-                                        tokens
+    signal -> normalise -> encoder -> quantiser -> decoder -> draft -> refiner -> refined
+                                         |
+                                       tokens
 
 `forward` works in normalised units (what the losses see); `encode` / `decode` take and return
-log-mel in natural units. A checkpoint directory holding `config.yaml` + `model.safetensors` is all
-that inference needs; loading it never unpickles.
+signals in natural units: log-mel (n_mels, T) or images (C, H, W) in [-1, 1]. Token shapes: (T')
+for mels, (h, w) for images, with a trailing channel axis (.., c) for multichannel quantisers.
+A checkpoint directory holding `config.yaml` + `model.safetensors` is all inference needs; loading
+it never unpickles.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from ..config import Config, ConfigError, config_from_dict, save_config
 from ..frontends.mel import MelFrontend
 from ..quantizers import build_quantizer
 from .backbones import build_backbone
-from .refiner import MelRefiner
+from .refiner import Refiner
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -32,10 +35,10 @@ CONFIG_NAME = "config.yaml"
 
 @dataclass
 class TokenizerOutput:
-    target: torch.Tensor            # normalised input (B, n_mels, T)
-    draft: torch.Tensor             # decoder output (B, n_mels, T)
-    refined: torch.Tensor | None    # refiner output (B, n_mels, T), None without a refiner
-    indices: torch.Tensor           # (B, T / downsample)
+    target: torch.Tensor            # normalised input (B, C, *spatial)
+    draft: torch.Tensor             # decoder output, same shape
+    refined: torch.Tensor | None    # refiner output, same shape; None without a refiner
+    indices: torch.Tensor           # (B, *spatial / downsample[, c])
     quant_loss: torch.Tensor
     stats: dict[str, torch.Tensor]
 
@@ -49,76 +52,112 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.config = config
         m = config.model
-        self.frontend = MelFrontend(m.mel)
-        n_mels = m.mel.n_mels
-        # Per-bin mean and a global scale of the training data's log-mel: the model sees inputs of
-        # unit scale (the reference's raw log-mel made a small model spend hundreds of steps on the mean).
-        self.register_buffer("norm_mean", torch.full((n_mels,), -5.0))
-        self.register_buffer("norm_std", torch.full((n_mels,), 2.0))
+        self.modality = m.modality
+        image = self.modality == "image"
+        channels = m.image.channels if image else m.mel.n_mels
+        self.frontend = None if image else MelFrontend(m.mel)
+        self.spatial_dims = 2 if image else 1
+        # Mels: per-bin mean and a global scale of the training data's log-mel, so the model sees
+        # inputs of unit scale (the reference's raw log-mel made a small model spend hundreds of steps
+        # on the mean). Images arrive in [-1, 1]: identity.
+        self.register_buffer("norm_mean", torch.full((channels,), 0.0 if image else -5.0))
+        self.register_buffer("norm_std", torch.full((channels,), 1.0 if image else 2.0))
         self.quantizer = build_quantizer(m.quantizer)
-        self.encoder, self.decoder = build_backbone(n_mels, self.quantizer.dim, m.backbone)
-        self.refiner = (MelRefiner(n_mels, self.decoder.hidden_channels, m.refiner)
+        if image:
+            from .backbones2d import build_image_backbone
+
+            self.encoder, self.decoder = build_image_backbone(channels, self.quantizer.dim, m.backbone)
+        else:
+            self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone)
+        self.refiner = (Refiner(channels, self.decoder.hidden_channels, m.refiner, layout=m.modality)
                         if m.refiner.enabled else None)
         self.downsample = m.backbone.downsample
+        self.tokens_per_position = self.quantizer.tokens_per_position
         self._id: str | None = None   # cached tokenizer_id of loaded (fixed) weights
 
     # ---- units ---------------------------------------------------------------------------
+    def _per_channel(self, v: torch.Tensor) -> torch.Tensor:
+        return v.view(-1, *([1] * self.spatial_dims))
+
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         self.norm_mean.copy_(mean.to(self.norm_mean))
         self.norm_std.copy_(std.to(self.norm_std).clamp(min=1e-3))
 
-    def normalize(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return (log_mel - self.norm_mean[:, None]) / self.norm_std[:, None]
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self._per_channel(self.norm_mean)) / self._per_channel(self.norm_std)
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.norm_std[:, None] + self.norm_mean[:, None]
+        return x * self._per_channel(self.norm_std) + self._per_channel(self.norm_mean)
 
     # ---- model ---------------------------------------------------------------------------
-    def forward(self, log_mel: torch.Tensor, mask: torch.Tensor | None = None) -> TokenizerOutput:
-        """log_mel (B, n_mels, T) in natural units, T a multiple of `downsample`; mask (B, T) marks
-        real (1) vs padded (0) frames and only affects the usage statistics."""
-        target = self.normalize(log_mel)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> TokenizerOutput:
+        """x (B, C, *spatial) in natural units, spatial sizes multiples of `downsample`; mask (B, T)
+        marks real (1) vs padded (0) mel frames and only affects the usage statistics."""
+        target = self.normalize(x)
         z = self.encoder(target)
-        token_mask = mask[:, :: self.downsample] if mask is not None else None
+        token_mask = mask[:, :: self.downsample] if (mask is not None and self.spatial_dims == 1) else None
         q = self.quantizer(z, token_mask)
         draft, hidden = self.decoder(q.z_q)
         refined = self.refiner(draft, hidden) if self.refiner is not None else None
         return TokenizerOutput(target, draft, refined, q.indices, q.loss, q.stats)
 
-    def _pad_to_multiple(self, log_mel: torch.Tensor) -> torch.Tensor:
-        extra = (-log_mel.shape[-1]) % self.downsample
-        if extra:
-            log_mel = torch.nn.functional.pad(log_mel, (0, extra), value=self.frontend.silence_level)
-        return log_mel
+    def pad_to_multiple(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad the spatial axes up to multiples of `downsample` (mels with silence, images by edge
+        replication); decode + crop returns the original size."""
+        pads = []
+        for size in reversed(x.shape[2:]):
+            pads += [0, (-size) % self.downsample]
+        if not any(pads):
+            return x
+        if self.frontend is not None:
+            return torch.nn.functional.pad(x, pads, value=self.frontend.silence_level)
+        return torch.nn.functional.pad(x, pads, mode="replicate")
+
+    def _batched(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        m = self.config.model
+        channels = m.image.channels if self.modality == "image" else m.mel.n_mels
+        single = x.dim() == 1 + self.spatial_dims
+        xb = x.unsqueeze(0) if single else x
+        if xb.dim() != 2 + self.spatial_dims or xb.shape[1] != channels:
+            what = (f"an image (C={channels}, H, W) or (B, C, H, W)" if self.modality == "image"
+                    else f"log-mel of shape (n_mels={channels}, T) or (B, n_mels, T)")
+            raise ValueError(f"expected {what}, got {tuple(x.shape)}")
+        if not torch.isfinite(xb).all():
+            raise ValueError("input contains NaN or Inf values")
+        return xb.to(self.norm_mean.device).float(), single
 
     @torch.no_grad()
-    def encode(self, log_mel: torch.Tensor) -> torch.Tensor:
-        """log-mel (n_mels, T) or (B, n_mels, T) -> integer tokens (T') or (B, T'), T' = ceil(T / downsample)."""
-        single = log_mel.dim() == 2
-        x = log_mel.unsqueeze(0) if single else log_mel
-        if x.dim() != 3 or x.shape[1] != self.config.model.mel.n_mels:
-            raise ValueError(f"expected log-mel of shape (n_mels={self.config.model.mel.n_mels}, T) "
-                             f"or (B, n_mels, T), got {tuple(log_mel.shape)}")
-        if not torch.isfinite(x).all():
-            raise ValueError("log-mel contains NaN or Inf values")
-        z = self.encoder(self.normalize(self._pad_to_multiple(x.to(self.norm_mean.device).float())))
-        idx = self.quantizer(z).indices
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Signal (C, *spatial) or batched -> integer tokens (*spatial / downsample[, c]), batched likewise."""
+        xb, single = self._batched(x)
+        idx = self.quantizer(self.encoder(self.normalize(self.pad_to_multiple(xb)))).indices
         return idx[0] if single else idx
+
+    @property
+    def token_dims(self) -> int:
+        """Axes of one example's tokens: spatial axes, plus one for multichannel quantisers."""
+        return self.spatial_dims + (1 if self.tokens_per_position > 1 else 0)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, refined: bool = True) -> torch.Tensor:
-        """Integer tokens (T') or (B, T') -> log-mel (n_mels, T' * downsample) or batched."""
-        single = tokens.dim() == 1
+        """Integer tokens, one example or batched -> signal (C, *spatial * downsample) or batched."""
+        single = tokens.dim() == self.token_dims
         t = tokens.unsqueeze(0) if single else tokens
+        if t.dim() != self.token_dims + 1 or (self.tokens_per_position > 1 and t.shape[-1] != self.tokens_per_position):
+            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit this tokenizer "
+                             f"({self.token_dims} axes per example, {self.tokens_per_position} per position)")
         draft, hidden = self.decoder(self.quantizer.indices_to_codes(t.to(self.norm_mean.device)))
         out = self.refiner(draft, hidden) if (refined and self.refiner is not None) else draft
-        mel = self.denormalize(out)
-        return mel[0] if single else mel
+        y = self.denormalize(out)
+        return y[0] if single else y
 
     @torch.no_grad()
-    def reconstruct(self, log_mel: torch.Tensor, refined: bool = True) -> torch.Tensor:
-        """encode + decode, cropped back to the input length."""
-        return self.decode(self.encode(log_mel), refined)[..., : log_mel.shape[-1]]
+    def reconstruct(self, x: torch.Tensor, refined: bool = True) -> torch.Tensor:
+        """encode + decode, cropped back to the input size."""
+        y = self.decode(self.encode(x), refined)
+        if self.spatial_dims == 1:
+            return y[..., : x.shape[-1]]
+        return y[..., : x.shape[-2], : x.shape[-1]]
 
     @property
     def tokenizer_id(self) -> str:
@@ -131,12 +170,25 @@ class Tokenizer(nn.Module):
         return self.quantizer.codebook_size
 
     @property
+    def bits_per_token(self) -> float:
+        return math.log2(self.codebook_size)
+
+    @property
     def tokens_per_second(self) -> float:
-        return self.config.model.mel.frames_per_second / self.downsample
+        """Mels: tokens per second of audio (all channels of a position counted)."""
+        if self.modality != "mel":
+            raise AttributeError("tokens_per_second applies to mel tokenizers")
+        return self.config.model.mel.frames_per_second / self.downsample * self.tokens_per_position
 
     @property
     def bits_per_second(self) -> float:
-        return self.tokens_per_second * math.log2(self.codebook_size)
+        return self.tokens_per_second * self.bits_per_token
+
+    def token_grid(self, height: int, width: int) -> tuple[int, ...]:
+        """Images: token grid shape for an image of this size (with the channel axis when c > 1)."""
+        f = self.downsample
+        grid = (-(-height // f), -(-width // f))
+        return grid + ((self.tokens_per_position,) if self.tokens_per_position > 1 else ())
 
     # ---- files ---------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -32,6 +32,10 @@ class MetricsLog:
         if self._tb is not None:
             self._tb.add_figure(tag, figure, step, close=False)
 
+    def image_array(self, tag: str, array_hwc: np.ndarray, step: int) -> None:
+        if self._tb is not None:
+            self._tb.add_image(tag, array_hwc, step, dataformats="HWC")
+
     def audio(self, tag: str, audio: np.ndarray, sample_rate: int, step: int) -> None:
         if self._tb is not None:
             self._tb.add_audio(tag, np.clip(audio, -1, 1)[None], step, sample_rate=sample_rate)

@@ -1,10 +1,10 @@
-"""One training loop for every tokenizer: generator and discriminator steps, GAN warm-up, held-out
-evaluation, samples, complete checkpoints and exact resume.
+"""One training loop for every tokenizer (mel or image): generator and discriminator steps, GAN
+warm-up, SeQ-GAN phase 2, held-out evaluation, samples, complete checkpoints and exact resume.
 
-Per step: (1) the tokenizer runs on a batch; (2) once the GAN has started, the discriminators are
-updated on real vs the detached refined output (LSGAN + LeCam); (3) the generator is updated on
-draft MSE + refined reconstruction + adversarial (+ feature matching) losses. The discriminators
-stay in train mode throughout (the reference flipped them to eval, freezing spectral norm).
+Per step: (1) the tokenizer runs on a batch; (2) once the GAN has started, the discriminator is
+updated on real vs the detached output (+ LeCam); (3) the generator is updated on the Objective's
+reconstruction, perceptual and adversarial losses. The discriminators stay in train mode throughout
+(the reference flipped them to eval, freezing spectral norm).
 """
 from __future__ import annotations
 
@@ -18,13 +18,11 @@ import torch
 from tqdm import tqdm
 
 from ..config import Config, save_config
-from ..data.crops import MelCropBatches, normalization_stats
-from ..evaluation.mel_eval import evaluate_mels, write_samples
-from ..losses import gan as G
-from ..losses.reconstruction import l1, mse
-from ..models.discriminators import MelDiscriminators
+from ..data.crops import normalization_stats
+from ..losses.objective import Objective
 from ..models.tokenizer import Tokenizer
 from .checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .components import make_batches, make_discriminator, make_perceptual, start_phase_2
 from .metrics_log import MetricsLog
 
 
@@ -37,9 +35,10 @@ def _warmup(steps: int) -> Callable[[int], float]:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, run_dir: str | Path, train_mels: list[torch.Tensor],
-                 valid_mels: list[torch.Tensor] | None = None, log: Callable[[str], None] = print,
+    def __init__(self, cfg: Config, run_dir: str | Path, train_items: list[torch.Tensor],
+                 valid_items: list[torch.Tensor] | None = None, log: Callable[[str], None] = print,
                  progress: bool = True):
+        """train_items / valid_items: log-mels (n_mels, T) or images (C, H, W) in [-1, 1]."""
         from accelerate import Accelerator
 
         self.cfg, self.run_dir, self.log, self.progress = cfg, Path(run_dir), log, progress
@@ -50,13 +49,16 @@ class Trainer:
         self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if t.precision == "bf16" else "no")
         torch.manual_seed(t.seed)
         self.model = Tokenizer(cfg)
-        self.model.set_normalization(*normalization_stats(train_mels))
-        lc = cfg.loss
-        self.use_gan = lc.gan > 0 or lc.feature_matching > 0
-        self.disc = MelDiscriminators(cfg.model.mel.n_mels, cfg.discriminator) if self.use_gan else None
+        self.image = cfg.model.modality == "image"
+        if not self.image:
+            self.model.set_normalization(*normalization_stats(train_items))
+        self.frozen = start_phase_2(self.model, t.init_from, log) if t.phase == 2 else []
+        self.objective = Objective(cfg.loss, make_perceptual(cfg))
+        self.disc = make_discriminator(cfg)
         o = cfg.optim
-        self.opt_g = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas),
-                                       weight_decay=o.weight_decay)
+        # Frozen parts stay out of the optimiser: weight decay must not move them either.
+        self.opt_g = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=o.lr,
+                                       betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, _warmup(o.warmup_steps))
         if self.disc is not None:
             self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=o.d_lr, betas=tuple(o.d_betas))
@@ -65,9 +67,10 @@ class Trainer:
         else:
             self.opt_d = self.sched_d = None
             self.model, self.opt_g = self.acc.prepare(self.model, self.opt_g)
-        self.batches = MelCropBatches(train_mels, cfg.data.segment_frames, t.batch_size, t.seed,
-                                      self.raw_model.frontend.silence_level)
-        self.valid_mels = (valid_mels or [])[: t.eval_clips]
+        if self.objective.perceptual is not None:
+            self.objective.perceptual.to(self.acc.device)
+        self.batches = make_batches(cfg, self.raw_model, train_items)
+        self.valid_items = (valid_items or [])[: t.eval_clips]
         self.step = 0
         self.skipped_steps = 0
         self.best_heldout: float | None = None
@@ -112,28 +115,24 @@ class Trainer:
         clip = self.cfg.optim.grad_clip
         return self.acc.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
 
-    def train_step(self, mel: torch.Tensor, mask: torch.Tensor) -> dict[str, float] | None:
+    def train_step(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float] | None:
         """One G (and D) update; returns the losses, or None when the step was skipped as non-finite."""
-        lc = self.cfg.loss
-        gan_on = self.disc is not None and self.step >= lc.gan_start_step
+        gan_on = self.disc is not None and self.step >= self.cfg.loss.gan_start_step
         self.model.train()
+        for name in self.frozen:   # phase 2: no dropout, no codebook restarts or usage updates
+            getattr(self.raw_model, name).eval()
         with self.acc.autocast():
-            out = self.model(mel, mask)
+            out = self.model(x, mask)
         target, fake = out.target, out.output
-        m = mask[:, None, :]
-        fake_in = fake * m + target * (1 - m)    # padded frames identical in real and fake
+        if mask is not None:   # mels: padded frames are identical in real and fake for the critic
+            m = mask[:, None, :]
+            fake = fake * m + target * (1 - m)
         logs: dict[str, torch.Tensor] = {}
         if gan_on:
             self.disc.requires_grad_(True)
-            heads = self.acc.unwrap_model(self.disc).heads
-            weights = self.acc.unwrap_model(self.disc).head_weights
             with self.acc.autocast():
-                d_real, d_fake = self.disc(target), self.disc(fake_in.detach())
-            loss_d = G.d_loss_lsgan(d_real, d_fake, weights)
-            if lc.lecam > 0:
-                logs["lecam"] = G.lecam(d_real, d_fake, heads, weights, lc.lecam_decay)
-                loss_d = loss_d + lc.lecam * logs["lecam"]
-            logs["d"] = loss_d
+                loss_d, d_logs = self.objective.discriminator(self.disc, target, fake)
+            logs.update(d_logs)
             self.opt_d.zero_grad(set_to_none=True)
             if torch.isfinite(loss_d):
                 self.acc.backward(loss_d)
@@ -142,29 +141,22 @@ class Trainer:
                     self.sched_d.step()
             self.disc.requires_grad_(False)
 
-        logs["draft_mse"] = mse(out.draft, target, mask)
-        loss_g = lc.draft_mse * logs["draft_mse"] + out.quant_loss
-        # Without a refiner the "refined" losses apply to the draft, the model's only output.
-        if out.refined is not None:
-            logs["refined_mse"] = mse(out.refined, target, mask)
-        loss_g = loss_g + lc.refined_mse * logs.get("refined_mse", logs["draft_mse"])
-        if lc.refined_l1 > 0:
-            logs["refined_l1"] = l1(fake, target, mask)
-            loss_g = loss_g + lc.refined_l1 * logs["refined_l1"]
+        draft_loss, out_loss, r_logs = self.objective.reconstruction(out, mask)
+        logs.update(r_logs)
+        loss_g = draft_loss + out_loss
         if gan_on:
+            raw = self.raw_model
+            last = raw.refiner.last_layer if raw.refiner is not None else raw.decoder.last_layer
             with self.acc.autocast():
-                g_fake = self.disc(fake_in)
-            logs["g_adv"] = G.g_loss_lsgan(g_fake, weights)
-            loss_g = loss_g + lc.gan * logs["g_adv"]
-            if lc.feature_matching > 0:
-                logs["fm"] = G.feature_matching(d_real, g_fake, weights)
-                loss_g = loss_g + lc.feature_matching * logs["fm"]
+                adv, a_logs = self.objective.adversarial(self.disc, target, fake, out_loss, last)
+            logs.update(a_logs)
+            loss_g = loss_g + adv
         logs["g"] = loss_g
         self.opt_g.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss_g))
         if finite:
             self.acc.backward(loss_g)
-            logs["grad_norm"] = self._clip(self.model.parameters())
+            logs["grad_norm"] = self._clip([p for p in self.model.parameters() if p.requires_grad])
             finite = bool(torch.isfinite(logs["grad_norm"]))
         if finite:
             self.opt_g.step()
@@ -193,9 +185,10 @@ class Trainer:
         window: dict[str, list[float]] = {}
         consecutive_bad, t0, last, start = 0, time.time(), {}, self.step
         try:
-            for mel, mask in loader:
-                mel, mask = mel.to(self.acc.device), mask.to(self.acc.device)
-                values = self.train_step(mel, mask)
+            for x, mask in loader:
+                x = x.to(self.acc.device)
+                mask = None if self.image else mask.to(self.acc.device)
+                values = self.train_step(x, mask)
                 if values is None:
                     consecutive_bad += 1
                     self.skipped_steps += 1
@@ -214,7 +207,8 @@ class Trainer:
                     last["lr"] = self.sched_g.get_last_lr()[0]
                     last["steps_per_s"] = (self.step - start) / max(1e-9, time.time() - t0)
                     metrics.write(self.step, "train", last)
-                    bar.set_postfix({k: f"{last[k]:.3f}" for k in ("draft_mse", "refined_mse", "g_adv", "d") if k in last})
+                    bar.set_postfix({k: f"{last[k]:.3f}" for k in ("draft_mse", "refined_mse", "perceptual", "g_adv", "d")
+                                     if k in last})
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     self.evaluate(metrics)
                 if self.step == t.steps:
@@ -237,14 +231,23 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, metrics: MetricsLog) -> dict | None:
-        if not self.valid_mels or not self.acc.is_main_process:
+        if not self.valid_items or not self.acc.is_main_process:
             return None
         model = self.raw_model
         model.eval()
-        results, examples = evaluate_mels(model, self.valid_mels, max_frames=4 * self.cfg.data.segment_frames)
+        out_dir = self.run_dir / "samples" / f"step_{self.step:08d}"
+        if self.image:
+            from ..evaluation.image_eval import evaluate_images, write_image_samples
+
+            results, examples = evaluate_images(model, self.valid_items, crop=2 * self.cfg.data.image_size)
+            write_image_samples(out_dir, examples, metrics, self.step)
+        else:
+            from ..evaluation.mel_eval import evaluate_mels, write_samples
+
+            results, examples = evaluate_mels(model, self.valid_items, max_frames=4 * self.cfg.data.segment_frames)
+            write_samples(out_dir, examples[:2], model, metrics, self.step)
         metrics.write(self.step, "heldout", results)
         key = "refined_mse" if "refined_mse" in results else "draft_mse"
         if self.best_heldout is None or results[key] < self.best_heldout:
             self.best_heldout = results[key]
-        write_samples(self.run_dir / "samples" / f"step_{self.step:08d}", examples[:2], model, metrics, self.step)
         return results

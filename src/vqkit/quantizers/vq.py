@@ -1,0 +1,187 @@
+"""Codebook vector quantisation with the options of ViT-VQGAN, SeQ-GAN and MoVQ.
+
+- factorised codes (ViT-VQGAN): each latent is projected to `codebook_dim` by a learned linear map
+  (a 1x1 conv), looked up there and projected back;
+- l2_norm: latents and codes are l2-normalised before the lookup (cosine similarity);
+- entropy regulariser (SeQ-GAN): loss -= gamma * H(mean_i softmax(-d_i / T)), which spreads the
+  batch's soft usage over the codebook;
+- multichannel (MoVQ): a latent vector of width c * dim is split into c chunks, each quantised with
+  the same single codebook, so a position holds c indices;
+- dead-code restart: codes whose EMA assignment count falls below a threshold are re-seeded from
+  latents of the current batch.
+
+Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
+is ever held (see `_soft_usage` for the entropy term). Always computed in float32.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..config import QuantizerConfig
+from .base import Quantizer, QuantizerOutput, usage_stats
+
+
+def _chunk_soft_usage(h: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor,
+                      temperature: float) -> torch.Tensor:
+    """sum_i w_i softmax(-||h_i - e_k||^2 / T) over one chunk -> (K,).
+
+    ||h_i||^2 is constant along k and cancels in the softmax, so it is left out."""
+    p = torch.softmax((2 * h @ e.t() - e_sq) / temperature, dim=-1)
+    return (p * w[:, None]).sum(0)
+
+
+class VectorQuantizer(Quantizer):
+    """forward(z (B, channels*dim, *spatial), mask (B, *spatial) | None) -> QuantizerOutput with
+    indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.chunk_dim = cfg.dim
+        self.channels = cfg.channels
+        self.dim = cfg.dim * cfg.channels
+        self.codebook_size = cfg.codebook_size
+        self.tokens_per_position = cfg.channels
+        self.code_dim = cfg.codebook_dim or cfg.dim
+        if cfg.codebook_dim is not None:
+            self.in_proj = nn.Linear(cfg.dim, cfg.codebook_dim)
+            self.out_proj = nn.Linear(cfg.codebook_dim, cfg.dim)
+        else:
+            self.in_proj = self.out_proj = None
+        # taming's init; with l2_norm only the direction matters
+        self.codebook = nn.Parameter(torch.empty(cfg.codebook_size, self.code_dim)
+                                     .uniform_(-1 / cfg.codebook_size, 1 / cfg.codebook_size))
+        # persistent: a resumed run keeps its dead-code bookkeeping
+        self.register_buffer("usage_ema", torch.full((cfg.codebook_size,), self._neutral_usage()))
+
+    def _neutral_usage(self) -> float:
+        # fresh / restarted codes get ~log(2)/(1-decay) steps of grace before they count as dead
+        return 2.0 * self.cfg.dead_code_threshold
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}, "
+                f"codebook_dim={c.codebook_dim}, l2_norm={c.l2_norm}, entropy_weight={c.entropy_weight}")
+
+    # ---- helpers ----------------------------------------------------------------------------
+    def _codes(self) -> torch.Tensor:
+        """The codebook as used for lookup. A clone, so that a dead-code restart (which writes the
+        parameter in place after forward) cannot alter tensors that autograd saved for backward."""
+        e = self.codebook.float().clone()
+        return F.normalize(e, dim=-1) if self.cfg.l2_norm else e
+
+    def _to_code_space(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_proj is not None:
+            x = self.in_proj(x)
+        return F.normalize(x, dim=-1) if self.cfg.l2_norm else x
+
+    def _from_code_space(self, q: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(q) if self.out_proj is not None else q
+
+    @torch.no_grad()
+    def _nearest(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """argmin_k ||h_i - e_k||^2, `distance_chunk` rows at a time (peak memory chunk x K)."""
+        e_sq = (e * e).sum(-1)
+        out = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
+        step = self.cfg.distance_chunk
+        for s in range(0, h.shape[0], step):
+            hc = h[s:s + step]
+            d = (hc * hc).sum(-1, keepdim=True) + e_sq - 2 * hc @ e.t()
+            out[s:s + step] = d.argmin(-1)
+        return out
+
+    def _soft_usage(self, h: torch.Tensor, e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Weighted mean over latents of softmax(-d / T), differentiable in h and e.
+
+        Memory bound: every chunk runs under activation checkpointing, so between forward and
+        backward only the chunk's inputs (views of h, e and w) and its (K,) partial sum are kept;
+        the (chunk, K) softmax is rebuilt one chunk at a time during backward. Peak extra memory is
+        therefore O(distance_chunk * K) (a few such buffers transiently) instead of O(N * K)."""
+        e_sq = (e * e).sum(-1)
+        total = h.new_zeros(e.shape[0])
+        step = self.cfg.distance_chunk
+        for s in range(0, h.shape[0], step):
+            total = total + checkpoint(_chunk_soft_usage, h[s:s + step], e, e_sq, w[s:s + step],
+                                       self.cfg.entropy_temperature, use_reentrant=False)
+        return total / w.sum().clamp(min=1)
+
+    @torch.no_grad()
+    def _restart_dead(self, h: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor) -> int:
+        """EMA of per-code assignment counts; re-seed dead codes from this batch's latents."""
+        cfg = self.cfg
+        counts = torch.bincount(idx[keep], minlength=self.codebook_size).float()
+        self.usage_ema.mul_(cfg.usage_decay).add_(counts, alpha=1 - cfg.usage_decay)
+        dead = (self.usage_ema < cfg.dead_code_threshold).nonzero().squeeze(-1)
+        candidates = h[keep]
+        if dead.numel() == 0 or candidates.shape[0] == 0:
+            return 0
+        n = dead.numel()
+        if candidates.shape[0] >= n:   # distinct latents when there are enough of them
+            pick = torch.randperm(candidates.shape[0], device=h.device)[:n]
+        else:
+            pick = torch.randint(candidates.shape[0], (n,), device=h.device)
+        # h lives in code space (projected, normalised), so the new rows are valid codes as they are
+        self.codebook.data[dead] = candidates[pick].to(self.codebook.dtype)
+        self.usage_ema[dead] = self._neutral_usage()
+        return n
+
+    # ---- public API ----------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        if z.dim() < 3 or z.shape[1] != self.dim:
+            raise ValueError(f"VQ expects (B, {self.dim}, ...) latents "
+                             f"(channels {self.channels} x dim {self.chunk_dim}), got {tuple(z.shape)}")
+        cfg = self.cfg
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            zl = z.float().movedim(1, -1)                              # (B, *sp, c*dim)
+            lead = zl.shape[:-1]
+            x = zl.reshape(-1, self.chunk_dim)                         # (N, dim), N = B*prod(sp)*c
+            h = self._to_code_space(x)
+            e = self._codes()
+            idx = self._nearest(h.detach(), e.detach())
+            q = e[idx]
+            loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
+            # straight-through written so the value is exactly q (h - h.detach() == 0), which makes
+            # indices_to_codes bit-identical to forward; the gradient w.r.t. h is the identity
+            q_st = q.detach() + (h - h.detach())
+            zq = self._from_code_space(q_st).reshape(*lead, self.dim).movedim(-1, 1)
+
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
+            if mask is not None:
+                if tuple(mask.shape) != tuple(lead):
+                    raise ValueError(f"mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
+                keep = mask.to(z.device).bool().unsqueeze(-1).expand(*lead, self.channels).reshape(-1)
+            stats: dict[str, torch.Tensor] = {}
+            if cfg.entropy_weight > 0 and self.training:
+                p_mean = self._soft_usage(h, e, keep.float())
+                entropy = -(p_mean * torch.log(p_mean.clamp(min=1e-12))).sum()
+                loss = loss - cfg.entropy_weight * entropy
+                stats["soft_entropy"] = entropy.detach()
+            if cfg.restart_dead_codes:
+                # a frozen codebook (e.g. SeQ-GAN phase 2) is never rewritten
+                live = self.training and self.codebook.requires_grad
+                n = self._restart_dead(h.detach(), idx, keep) if live else 0
+                stats["restarted"] = torch.tensor(float(n), device=z.device)
+
+        indices = idx.reshape(*lead, self.channels)
+        if self.channels == 1:
+            indices = indices.squeeze(-1)
+        stats_mask = keep.reshape(indices.shape) if mask is not None else None
+        stats = {**usage_stats(indices.detach(), self.codebook_size, stats_mask), **stats}
+        return QuantizerOutput(z_q=zq, indices=indices, loss=loss, stats=stats)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, *spatial[, channels]) ids -> (B, channels*dim, *spatial), exactly as forward produces."""
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
+                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+        if self.channels > 1 and (indices.dim() < 2 or indices.shape[-1] != self.channels):
+            raise ValueError(f"expected ids of shape (B, ..., {self.channels}), got {tuple(indices.shape)}")
+        lead = indices.shape if self.channels == 1 else indices.shape[:-1]
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            q = self._codes()[indices.reshape(-1).long()]
+            zq = self._from_code_space(q).reshape(*lead, self.dim)
+        return zq.movedim(-1, 1)
