@@ -117,7 +117,7 @@ class QuantizerConfig:
     l2_norm: bool = False           # vq: l2-normalise latents and codes (cosine lookup)
     beta: float = 0.25              # vq: commitment loss weight
     entropy_weight: float = 0.0     # vq: SeQ-GAN entropy regulariser gamma (0.01 in the paper)
-    entropy_temperature: float = 1.0
+    entropy_temperature: float = 0.01  # soft usage = softmax(-distance / T); at 1.0 the term barely acts
     channels: int = 1               # vq: MoVQ multichannel, c chunks per latent sharing ONE codebook
     restart_dead_codes: bool = False  # vq: re-seed unused codes from recent encoder outputs
     dead_code_threshold: float = 0.1  # vq: a code is dead when its EMA assignment count per step falls below this

@@ -21,12 +21,13 @@ class MetricsLog:
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
             return
+        scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
         record = {"step": step, "split": split, "time": round(time.time(), 3),
-                  **{k: round(float(v), 6) for k, v in values.items()}}
+                  **{k: (round(scalars[k], 6) if k in scalars else v) for k, v in values.items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
-        for k, v in values.items():
-            self._tb.add_scalar(f"{split}/{k}", float(v), step)
+        for k, v in scalars.items():   # e.g. a token grid shape is recorded, not plotted
+            self._tb.add_scalar(f"{split}/{k}", v, step)
 
     def image(self, tag: str, figure, step: int) -> None:
         if self._tb is not None:

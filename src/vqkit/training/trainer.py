@@ -147,8 +147,11 @@ class Trainer:
         if gan_on:
             raw = self.raw_model
             last = raw.refiner.last_layer if raw.refiner is not None else raw.decoder.last_layer
+            # The adaptive weight balances against the output's reconstruction loss: without a
+            # refiner the draft is the output, so its loss counts too.
+            recon = out_loss if raw.refiner is not None else out_loss + draft_loss
             with self.acc.autocast():
-                adv, a_logs = self.objective.adversarial(self.disc, target, fake, out_loss, last)
+                adv, a_logs = self.objective.adversarial(self.disc, target, fake, recon, last)
             logs.update(a_logs)
             loss_g = loss_g + adv
         logs["g"] = loss_g
