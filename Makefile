@@ -9,7 +9,7 @@ IMAGE_DATA   ?= data/demo-images
 IMAGE_PRESET ?= vqgan-l2
 IMAGE_RUN    ?= runs/$(IMAGE_PRESET)-demo
 
-.PHONY: demo demo-images test install system-deps clean-demo
+.PHONY: demo demo-images test install system-deps test-system-deps clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ install: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+test-system-deps:
+	@bash scripts/install-system-deps.sh --with-browser
+
 demo: install system-deps
 	$(BIN)/vqkit data demo-speech $(DEMO_DATA)
 	$(BIN)/vqkit train --preset mqgan-refiner --data $(DEMO_DATA)/train --valid-data $(DEMO_DATA)/heldout --out $(DEMO_RUN)
@@ -39,7 +42,7 @@ demo-images: install
 	$(BIN)/vqkit train --preset $(IMAGE_PRESET) --data $(IMAGE_DATA)/train --valid-data $(IMAGE_DATA)/heldout --out $(IMAGE_RUN)
 	$(BIN)/vqkit eval $(IMAGE_RUN) --data $(IMAGE_DATA)/heldout --out $(IMAGE_RUN)/report
 
-test: install system-deps
+test: install test-system-deps
 	$(BIN)/python -m pytest -q
 
 clean-demo:

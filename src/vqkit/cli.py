@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="report folder (default: CKPT/report)")
     e.add_argument("--examples", type=int, default=8, help="clips rendered as pictures and audio")
     e.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+    e.add_argument("--max-vocoded", type=int, default=None,
+                   help="audio: vocode and score only the first N clips (default: all)")
+    e.add_argument("--crop", type=int, default=512, help="images: centre crop side (default 512; 0 = whole image)")
+    e.add_argument("--vgg-weights", default=None, help="images: torchvision vgg16 weights, for LPIPS")
+    e.add_argument("--lpips-weights", default=None, help="images: LPIPS linear heads (lpips wheel's vgg.pth)")
+    e.add_argument("--inception-weights", default=None,
+                   help="images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for rFID")
+    e.add_argument("--no-progress", action="store_true")
     i = sub.add_parser("info", help="describe a checkpoint (or list presets)")
     i.add_argument("checkpoint", nargs="?")
     i.add_argument("--presets", action="store_true")

@@ -204,30 +204,46 @@ def cmd_reconstruct(args) -> int:
     return _run_files(_pairs(Path(args.input), Path(args.output), ins, out), one)
 
 
+def _lpips_for(tok, args):
+    """LPIPS for image reports when VGG16 + LPIPS head weights are given (flags or the config)."""
+    vgg = args.vgg_weights or tok.config.loss.vgg_weights
+    heads = args.lpips_weights or tok.config.loss.lpips_weights
+    if tok.modality != "image" or not (vgg or heads):
+        return None
+    if not (vgg and heads):
+        raise FileNotFoundError("LPIPS needs both --vgg-weights (torchvision vgg16) and --lpips-weights "
+                                "(the lpips wheel's weights/v0.1/vgg.pth)")
+    from .losses.perceptual import LPIPS, load_lpips_heads, load_vgg16
+
+    return LPIPS(load_vgg16(vgg, classifier=False), load_lpips_heads(heads)).eval()
+
+
 def cmd_eval(args) -> int:
+    from .evaluation.report import evaluate_folder
+
     tok = _load_tokenizer(args.checkpoint)
-    cfg = tok.config
-    corpus = load_corpus(cfg, args.data)
     out = Path(args.out) if args.out else Path(args.checkpoint) / "report"
+    vocoder = inception = None
     if tok.modality == "image":
-        from .evaluation.report import write_image_report
+        if args.inception_weights:
+            from .evaluation.fid import load_inception
 
-        metrics = write_image_report(tok, corpus, out, args.examples, checkpoint=args.checkpoint)
-        keys = ("draft_psnr", "draft_ssim", "refined_psnr", "refined_ssim", "codebook_usage", "perplexity",
-                "token_grid", "bits_per_image")
-        log(json.dumps({k: (round(metrics[k], 4) if isinstance(metrics[k], float) else metrics[k])
-                        for k in keys if k in metrics}))
-        log(f"report written to {out} (metrics.json, reconstructions.png, index.html)")
-        return 0
-    from .evaluation.report import write_mel_report
-    from .vocoders import vocoder_for
+            inception = load_inception(args.inception_weights).eval()
+    else:
+        from .vocoders import vocoder_for
 
-    vocoder = vocoder_for(cfg.model.mel, prefer=args.vocoder)
-    metrics = write_mel_report(tok, corpus, out, vocoder, args.examples, checkpoint=args.checkpoint)
-    keys = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "codebook_usage", "perplexity",
-            "tokens_per_second", "bits_per_second")
-    log(json.dumps({k: round(metrics[k], 4) for k in keys if k in metrics}, indent=1))
-    log(f"report written to {out} (metrics.json, spectrogram PNGs, WAVs through {vocoder.name})")
+        vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
+    record = evaluate_folder(tok, args.data, out, args.examples, vocoder=vocoder, max_vocoded=args.max_vocoded,
+                             lpips=_lpips_for(tok, args), inception=inception, crop=args.crop or None,
+                             checkpoint=args.checkpoint, log=log, progress=not args.no_progress)
+    m = record["metrics"]
+    keys = (("draft_psnr", "draft_ssim", "refined_psnr", "refined_ssim", "lpips", "rfid") if tok.modality == "image"
+            else ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_mr_stft", "vocoded_si_sdr",
+                  "vocoded_pesq_wb", "vocoded_stoi", "tokens_per_second", "bits_per_second"))
+    keys += ("codebook_usage", "perplexity") + (("token_grid", "bits_per_image") if tok.modality == "image" else ())
+    log(json.dumps({k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if k in m}, indent=1))
+    log(f"report written to {out} (index.html, metrics.json; {record['data']['files']} files"
+        + (f", {sum(record['data']['skipped'].values())} skipped" if record["data"]["skipped"] else "") + ")")
     return 0
 
 

@@ -73,7 +73,7 @@ class _Result:
     detail: str = ""
 
 
-def _load_one(path: Path, frontend: MelFrontend, min_seconds: float, max_seconds: float | None) -> _Result:
+def load_one_clip(path: Path, frontend: MelFrontend, min_seconds: float, max_seconds: float | None) -> _Result:
     sr = frontend.cfg.sample_rate
     try:
         audio = load_audio(path, sr)
@@ -114,7 +114,7 @@ def load_mel_corpus(root: str | Path, frontend: MelFrontend, min_seconds: float 
                          f"{', '.join(AUDIO_EXTENSIONS)} found", reason="empty")
 
     def job(p: Path) -> _Result:
-        return _load_one(p, frontend, min_seconds, max_seconds)
+        return load_one_clip(p, frontend, min_seconds, max_seconds)
 
     # Decoders, soxr and torch release the GIL, so threads overlap well; map() keeps file order.
     if workers > 1 and len(paths) > 1:

@@ -64,7 +64,7 @@ def _reasons(skipped: dict[str, int]) -> str:
     return ", ".join(f"{n} {r}" for r, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])) if n)
 
 
-def _load_one(path: Path, channels: int, min_size: int) -> tuple[torch.Tensor | None, str | None, str]:
+def load_one_image(path: Path, channels: int, min_size: int) -> tuple[torch.Tensor | None, str | None, str]:
     try:
         img = load_image(path, channels)
     except ImageError as e:
@@ -94,7 +94,7 @@ def load_image_corpus(root: str | Path, channels: int = 3, min_size: int = 8,
                          f"{', '.join(IMAGE_EXTENSIONS)} found", reason="empty")
 
     def job(p: Path):
-        return _load_one(p, channels, min_size)
+        return load_one_image(p, channels, min_size)
 
     # Pillow's decoders release the GIL, so threads overlap well; map() keeps file order.
     if workers > 1 and len(paths) > 1:

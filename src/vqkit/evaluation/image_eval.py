@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from ..quantizers.base import usage_stats
 
 
 def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tensor:
@@ -20,19 +19,32 @@ def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tens
     return x[..., top: top + th, left: left + tw]
 
 
-@torch.no_grad()
-def evaluate_images(model, images: list[torch.Tensor], crop: int | None = None) -> tuple[dict, list[dict]]:
-    """Run `model` (eval mode) over images (C, H, W) in [-1, 1], centre-cropped to `crop` when given.
-    Returns (metrics, examples); each example holds 'original', 'draft' and (with a refiner) 'refined'."""
-    from .image_metrics import psnr, ssim
+class ImageAccumulator:
+    """Adds images one at a time; memory stays bounded. Optional extras: `lpips` (a module taking two
+    image batches in [-1, 1]) and `fid` = (inception network, FeatureStats real, FeatureStats recon)."""
 
-    if not images:
-        raise ValueError("no held-out images to evaluate")
-    device = model.norm_mean.device
-    sums: dict[str, float] = {}
-    tokens, examples, pixels, grids = [], [], 0, set()
-    for img in images:
-        x = _center_crop(img.float(), crop, model.downsample).unsqueeze(0).to(device)
+    def __init__(self, model, crop: int | None = None, lpips=None, inception=None):
+        self.model, self.crop, self.lpips, self.inception = model, crop, lpips, inception
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.pixels = 0
+        self.grids: set = set()
+        self.code_counts = torch.zeros(model.codebook_size, dtype=torch.long)
+        self.fid_stats = None
+        if inception is not None:
+            from .fid import FeatureStats
+
+            self.fid_stats = (FeatureStats(), FeatureStats())
+
+    def _add(self, key: str, value: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value
+
+    @torch.no_grad()
+    def add(self, img: torch.Tensor) -> dict:
+        from .image_metrics import psnr, ssim
+
+        model = self.model
+        x = _center_crop(img.float(), self.crop, model.downsample).unsqueeze(0).to(model.norm_mean.device)
         out = model(model.pad_to_multiple(x))
         h, w = x.shape[-2:]
         outputs = {"draft": out.draft}
@@ -41,26 +53,48 @@ def evaluate_images(model, images: list[torch.Tensor], crop: int | None = None) 
         for name, y in outputs.items():
             y = model.denormalize(y)[..., :h, :w].clamp(-1, 1)
             outputs[name] = y[0].cpu()
-            for metric, value in (("mse", float((y - x).pow(2).mean())), ("l1", float((y - x).abs().mean())),
-                                  ("psnr", float(psnr(y[0].cpu(), x[0].cpu()))),
-                                  ("ssim", float(ssim(y[0].cpu(), x[0].cpu())))):
-                sums[f"{name}_{metric}"] = sums.get(f"{name}_{metric}", 0.0) + value
-        tokens.append(out.indices.reshape(-1).cpu())
-        grids.add(tuple(out.indices.shape[1:]))
-        pixels += h * w
-        examples.append({"original": x[0].cpu(), **outputs})
-    n = len(images)
-    metrics = {k: v / n for k, v in sums.items()}
-    all_tokens = torch.cat(tokens)
-    stats = usage_stats(all_tokens, model.codebook_size)
-    grid = sorted(grids)[0]
-    metrics.update(
-        codebook_usage=float(stats["usage"]), perplexity=float(stats["perplexity"]),
-        codes_used=int(torch.unique(all_tokens).numel()), codebook_size=model.codebook_size,
-        token_grid=list(grid), tokens_per_image=math.prod(grid),
-        bits_per_image=math.prod(grid) * model.bits_per_token, images=n,
-        mean_pixels=pixels / n)
-    return metrics, examples
+            self._add(f"{name}_mse", float((y - x).pow(2).mean()))
+            self._add(f"{name}_l1", float((y - x).abs().mean()))
+            self._add(f"{name}_psnr", float(psnr(y[0].cpu(), x[0].cpu())))
+            self._add(f"{name}_ssim", float(ssim(y[0].cpu(), x[0].cpu())))
+        final = outputs.get("refined", outputs["draft"])[None].to(x.device)
+        if self.lpips is not None:
+            self._add("lpips", float(self.lpips(final, x)))
+        if self.fid_stats is not None:
+            self.fid_stats[0].update(self.inception(x).double().cpu().numpy())
+            self.fid_stats[1].update(self.inception(final).double().cpu().numpy())
+        self.code_counts += torch.bincount(out.indices.reshape(-1).cpu(), minlength=model.codebook_size)
+        self.grids.add(tuple(out.indices.shape[1:]))
+        self.pixels += h * w
+        self.n += 1
+        return {"original": x[0].cpu(), **outputs}
+
+    def result(self) -> dict:
+        from .mel_eval import code_usage_metrics
+
+        if not self.n:
+            raise ValueError("no held-out images to evaluate")
+        metrics = {k: v / self.n for k, v in self.sums.items()}
+        if self.fid_stats is not None:
+            from .fid import frechet_distance
+
+            real, fake = self.fid_stats
+            metrics["rfid"] = (frechet_distance(real.mean, real.cov, fake.mean, fake.cov)
+                               if self.n >= 2 else float("nan"))
+        metrics.update(code_usage_metrics(self.code_counts))
+        grid = sorted(self.grids)[0]
+        metrics.update(token_grid=list(grid), tokens_per_image=math.prod(grid),
+                       bits_per_image=math.prod(grid) * self.model.bits_per_token, images=self.n,
+                       mean_pixels=self.pixels / self.n)
+        return metrics
+
+
+def evaluate_images(model, images: list[torch.Tensor], crop: int | None = None) -> tuple[dict, list[dict]]:
+    """Run `model` (eval mode) over images (C, H, W) in [-1, 1], centre-cropped to `crop` when given.
+    Returns (metrics, examples); each example holds 'original', 'draft' and (with a refiner) 'refined'."""
+    acc = ImageAccumulator(model, crop)
+    examples = [acc.add(img) for img in images]
+    return acc.result(), examples
 
 
 def write_image_samples(out_dir: Path, examples: list[dict], metrics_log=None, step: int = 0,

@@ -7,45 +7,64 @@ from pathlib import Path
 
 import torch
 
-from ..quantizers.base import usage_stats
 from .plots import save_spectrograms, spectrogram_figure
 
 
-@torch.no_grad()
+class MelAccumulator:
+    """Adds clips one at a time; memory stays bounded (sums and a (K,) code histogram)."""
+
+    def __init__(self, model, max_frames: int | None = None):
+        self.model, self.max_frames = model, max_frames
+        self.sums: dict[str, float] = {}
+        self.frames = 0
+        self.clips = 0
+        self.code_counts = torch.zeros(model.codebook_size, dtype=torch.long)
+
+    @torch.no_grad()
+    def add(self, mel: torch.Tensor) -> dict:
+        """Evaluate one log-mel (n_mels, T); returns the example (numpy log-mels) for pictures/audio."""
+        model = self.model
+        x = mel[:, : self.max_frames] if self.max_frames else mel
+        n = x.shape[-1]
+        out = model(model.pad_to_multiple(x.unsqueeze(0).to(model.norm_mean.device).float()))
+        outputs = {"draft": model.denormalize(out.draft)[0, :, :n]}
+        if out.refined is not None:
+            outputs["refined"] = model.denormalize(out.refined)[0, :, :n]
+        target = x.to(outputs["draft"].device).float()
+        for name, y in outputs.items():
+            self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - target).pow(2).mean(0).sum())
+            self.sums[f"{name}_l1"] = self.sums.get(f"{name}_l1", 0.0) + float((y - target).abs().mean(0).sum())
+        self.frames += n
+        self.clips += 1
+        tokens = out.indices[0, : math.ceil(n / model.downsample)].reshape(-1).cpu()
+        self.code_counts += torch.bincount(tokens, minlength=model.codebook_size)
+        return {"original": x.cpu().numpy(), **{k: v.cpu().numpy() for k, v in outputs.items()}}
+
+    def result(self) -> dict:
+        if not self.clips:
+            raise ValueError("no held-out clips to evaluate")
+        model = self.model
+        metrics = {k: v / self.frames for k, v in self.sums.items()}
+        metrics.update(code_usage_metrics(self.code_counts))
+        metrics.update(tokens_per_second=model.tokens_per_second, bits_per_second=model.bits_per_second,
+                       clips=self.clips, seconds=self.frames / model.config.model.mel.frames_per_second)
+        return metrics
+
+
+def code_usage_metrics(counts: torch.Tensor) -> dict:
+    """Usage (fraction of codes seen), perplexity and codes used, from a (K,) histogram."""
+    probs = counts.double() / counts.sum().clamp(min=1)
+    entropy = float(-(probs[probs > 0] * probs[probs > 0].log()).sum())
+    return {"codebook_usage": float((counts > 0).double().mean()), "perplexity": math.exp(entropy),
+            "codes_used": int((counts > 0).sum()), "codebook_size": int(counts.numel())}
+
+
 def evaluate_mels(model, mels: list[torch.Tensor], max_frames: int | None = None) -> tuple[dict, list[dict]]:
     """Run `model` (a Tokenizer, eval mode) over log-mels (n_mels, T). Returns (metrics, examples);
     each example holds numpy log-mels 'original', 'draft' and, with a refiner, 'refined'."""
-    if not mels:
-        raise ValueError("no held-out clips to evaluate")
-    device = model.norm_mean.device
-    sums: dict[str, float] = {}
-    frames_total = 0
-    all_tokens, examples = [], []
-    for mel in mels:
-        x = mel[:, :max_frames] if max_frames else mel
-        n = x.shape[-1]
-        xp = model.pad_to_multiple(x.unsqueeze(0).to(device).float())
-        out = model(xp)
-        draft = model.denormalize(out.draft)[0, :, :n]
-        outputs = {"draft": draft}
-        if out.refined is not None:
-            outputs["refined"] = model.denormalize(out.refined)[0, :, :n]
-        target = x.to(device).float()
-        for name, y in outputs.items():
-            sums[f"{name}_mse"] = sums.get(f"{name}_mse", 0.0) + float((y - target).pow(2).mean(0).sum())
-            sums[f"{name}_l1"] = sums.get(f"{name}_l1", 0.0) + float((y - target).abs().mean(0).sum())
-        frames_total += n
-        all_tokens.append(out.indices[0, : math.ceil(n / model.downsample)].cpu())
-        examples.append({"original": x.cpu().numpy(), **{k: v.cpu().numpy() for k, v in outputs.items()}})
-    metrics = {k: v / frames_total for k, v in sums.items()}
-    tokens = torch.cat(all_tokens)
-    stats = usage_stats(tokens, model.codebook_size)
-    metrics.update(
-        codebook_usage=float(stats["usage"]), perplexity=float(stats["perplexity"]),
-        codes_used=int(torch.unique(tokens).numel()), codebook_size=model.codebook_size,
-        tokens_per_second=model.tokens_per_second, bits_per_second=model.bits_per_second,
-        clips=len(mels), seconds=frames_total / model.config.model.mel.frames_per_second)
-    return metrics, examples
+    acc = MelAccumulator(model, max_frames)
+    examples = [acc.add(m) for m in mels]
+    return acc.result(), examples
 
 
 def write_samples(out_dir: Path, examples: list[dict], model, metrics_log=None, step: int = 0,

@@ -1,107 +1,217 @@
-"""Report folders for a tokenizer on held-out data. Mel tokenizers:
+"""`vqkit eval`: stream a folder of held-out files through a tokenizer and write a report folder.
 
-    metrics.json                 numbers + what produced them (checkpoint id, data list hash, settings)
-    clipNN.png                   original / draft / refined log-mel
-    clipNN_original.wav          the source audio (at the model's sample rate)
-    clipNN_vocoded.wav           the original mel through the vocoder: the ceiling for the reconstruction
-    clipNN_reconstruction.wav    tokens -> refined mel -> vocoder
-    index.html                   all of it on one page (relative links, no network)
+    metrics.json        every number, and what produced it: checkpoint, tokenizer id (weights hash),
+                        data file-list hash, skipped files, metric versions, settings
+    index.html          one page, no network: metrics, provenance, usage histogram, training
+                        curves, and per example pictures (and, for audio, players)
+    usage.png, curves.png
+    mels:   clipNN.png (original / draft / refined), clipNN_original.wav (the source audio),
+            clipNN_vocoded.wav (original mel through the vocoder: the ceiling), clipNN_reconstruction.wav
+    images: reconstructions.png (originals / drafts / refined rows), exampleNN.png
 
-Image tokenizers: metrics.json, reconstructions.png (originals / draft / refined rows), index.html.
+Files are read one at a time: memory stays bounded whatever the folder size. Nothing here is
+random, so the same checkpoint and data give the same numbers.
 """
 from __future__ import annotations
 
 import hashlib
-import html
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
+from tqdm import tqdm
 
-from .mel_eval import evaluate_mels
-from .plots import save_spectrograms
+from .. import __version__
+from ..models.tokenizer import resolve_checkpoint_dir
 
 
-def _record(tok, corpus, metrics: dict, checkpoint, **extra) -> dict:
-    rel = corpus.relative_paths()
-    m = tok.config.model
-    return {
-        "metrics": metrics, **extra,
-        "checkpoint": str(checkpoint) if checkpoint else None,
+def _files(tok, folder: Path) -> list[Path]:
+    if tok.modality == "image":
+        from ..frontends.image import find_image_files
+
+        return find_image_files(folder)
+    from ..frontends.audio_io import find_audio_files
+
+    return find_audio_files(folder)
+
+
+def _loader(tok) -> Callable[[Path], tuple[object, str | None, str]]:
+    """path -> (item or None, skip reason, detail): the same checks as training data."""
+    cfg = tok.config
+    if tok.modality == "image":
+        from ..data.image_corpus import load_one_image
+
+        return lambda p: load_one_image(p, cfg.model.image.channels, 8)
+    from ..data.audio_corpus import load_one_clip
+
+    def load(p: Path):
+        r = load_one_clip(p, tok.frontend, cfg.data.min_seconds, cfg.data.max_seconds)
+        return (r.clip, r.reason, r.detail)
+    return load
+
+
+def _run_dir(checkpoint: Path) -> Path | None:
+    """The training run a checkpoint belongs to (for its metrics.jsonl), if any."""
+    for d in (checkpoint, *checkpoint.parents[:3]):
+        if (d / "metrics.jsonl").is_file():
+            return d
+    return None
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"vqkit": __version__, "torch": torch.__version__}
+    for name in ("numpy", "scipy", "librosa", "pesq", "pystoi", "scikit-image"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: int = 8, vocoder=None,
+                    max_vocoded: int | None = None, lpips=None, inception=None, crop: int | None = 512,
+                    checkpoint: str | Path | None = None, log: Callable[[str], None] = print,
+                    progress: bool = True) -> dict:
+    """Evaluate every usable file under `folder`; write the report into `out_dir`; return the record."""
+    from .html_report import render_report
+    from .report_plots import training_curves, usage_histogram
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    files = _files(tok, folder)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no {'image' if tok.modality == 'image' else 'audio'} files found")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.eval()
+    load = _loader(tok)
+    if tok.modality == "image":
+        from .image_eval import ImageAccumulator
+
+        acc = ImageAccumulator(tok, crop=crop, lpips=lpips, inception=inception)
+        writer = _ImageExamples(out_dir)
+    else:
+        from .mel_eval import MelAccumulator
+
+        acc = MelAccumulator(tok)
+        writer = _MelExamples(out_dir, tok, vocoder, max_vocoded)
+    used, skipped = [], {}
+    for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
+        item, reason, detail = load(path)
+        if item is None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            log(f"skipping ({reason}) {detail}")
+            continue
+        rel = path.relative_to(folder).as_posix()
+        example = acc.add(item.mel if hasattr(item, "mel") else item)
+        writer.add(len(used), rel, path, example, keep=len(used) < n_examples)
+        used.append(rel)
+    if not used:
+        raise ValueError(f"{folder}: none of {len(files)} files is usable ({skipped})")
+    metrics = {**acc.result(), **writer.result()}
+    usage_png = usage_histogram(acc.code_counts.numpy(), out_dir / "usage.png").name
+    ckpt = resolve_checkpoint_dir(checkpoint) if checkpoint else None
+    run = _run_dir(Path(checkpoint)) if checkpoint else None
+    curves = None
+    if run is not None:
+        from ..training.metrics_log import read_metrics
+
+        path = training_curves(read_metrics(run), out_dir / "curves.png")
+        curves = path.name if path else None
+    record = {
+        "metrics": metrics,
+        "units": ("PSNR/SSIM on [0, 255] with data range 255; mse/l1 on [-1, 1]" if tok.modality == "image" else
+                  "mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
+                  "vocoded original vs vocoded reconstruction"),
+        "checkpoint": str(ckpt) if ckpt else None,
         "tokenizer_id": tok.tokenizer_id,
-        "data": {"root": str(corpus.root), "files": len(rel), "skipped": corpus.skipped,
-                 "file_list_sha256": hashlib.sha256("\n".join(rel).encode()).hexdigest()[:16]},
-        "settings": {"modality": m.modality, "mel" if m.modality == "mel" else "image":
-                     (m.mel if m.modality == "mel" else m.image).__dict__, "quantizer": m.quantizer.__dict__},
+        "data": {"root": str(folder), "files": len(used), "skipped": skipped,
+                 "file_list_sha256": hashlib.sha256("\n".join(used).encode()).hexdigest()[:16]},
+        "metric_versions": _versions(),
+        "settings": {"config": tok.config.name, "modality": tok.modality, "crop": crop if tok.modality == "image"
+                     else None, "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,
+                     "lpips": lpips is not None, "rfid": inception is not None},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-
-
-def write_image_report(tok, corpus, out_dir: Path, n_examples: int = 8, checkpoint=None,
-                       crop: int | None = 512) -> dict:
-    from .image_eval import evaluate_images, write_image_samples
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok.eval()
-    metrics, examples = evaluate_images(tok, list(corpus.images), crop=crop)
-    write_image_samples(out_dir, examples, max_images=n_examples)
-    record = _record(tok, corpus, metrics, checkpoint, crop=crop,
-                     units="PSNR/SSIM on [0, 255] with data range 255; mse/l1 on [-1, 1]")
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
-    (out_dir / "index.html").write_text(_page(record, '<img src="reconstructions.png" alt="reconstructions">'))
-    return metrics
+    render_report(out_dir, record, writer.examples, usage_png, curves)
+    return record
 
 
-def write_mel_report(tok, corpus, out_dir: Path, vocoder, n_examples: int = 8, checkpoint=None) -> dict:
-    from ..frontends.audio_io import load_audio, save_wav
+class _MelExamples:
+    """Writes pictures and audio for the first examples; computes audio metrics on vocoded pairs."""
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok.eval()
-    metrics, examples = evaluate_mels(tok, [c.mel for c in corpus.clips])
-    rel = corpus.relative_paths()
-    rows = []
-    sr = tok.config.model.mel.sample_rate
-    for i, (clip, ex) in enumerate(list(zip(corpus.clips, examples))[:n_examples]):
-        stem = f"clip{i:02d}"
-        save_spectrograms(out_dir / f"{stem}.png", ex, title=rel[i])
+    def __init__(self, out_dir: Path, tok, vocoder, max_vocoded: int | None):
+        self.out_dir, self.tok, self.vocoder, self.max_vocoded = out_dir, tok, vocoder, max_vocoded
+        self.examples: list[dict] = []
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.unavailable: dict[str, str] = {}
+
+    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool) -> None:
+        from ..frontends.audio_io import load_audio, save_wav
+        from .plots import save_spectrograms
+
         final = "refined" if "refined" in ex else "draft"
-        save_wav(out_dir / f"{stem}_original.wav", load_audio(clip.path, sr), sr)
-        save_wav(out_dir / f"{stem}_vocoded.wav", vocoder(torch.from_numpy(ex["original"])).numpy(), vocoder.sample_rate)
-        save_wav(out_dir / f"{stem}_reconstruction.wav", vocoder(torch.from_numpy(ex[final])).numpy(),
-                 vocoder.sample_rate)
-        rows.append((stem, rel[i]))
-    record = _record(tok, corpus, metrics, checkpoint, vocoder=vocoder.name,
-                     units="mel errors in natural-log mel units, averaged over frames and mel bins")
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
-    (out_dir / "index.html").write_text(_page(record, _audio_sections(rows)))
-    return metrics
+        vocode = self.vocoder is not None and (self.max_vocoded is None or i < self.max_vocoded)
+        if vocode:
+            from .audio_metrics import audio_pair_metrics
+
+            ref = self.vocoder(torch.from_numpy(ex["original"])).numpy()
+            est = self.vocoder(torch.from_numpy(ex[final])).numpy()
+            for k, v in audio_pair_metrics(est, ref, self.vocoder.sample_rate).items():
+                if isinstance(v, (int, float)) and v is not None:
+                    self.sums[k] = self.sums.get(k, 0.0) + float(v)
+                    self.counts[k] = self.counts.get(k, 0) + 1
+                elif isinstance(v, str):
+                    self.unavailable[k] = v
+        if not keep:
+            return
+        stem = f"clip{i:02d}"
+        save_spectrograms(self.out_dir / f"{stem}.png", ex, title=rel)
+        sr = self.tok.config.model.mel.sample_rate
+        save_wav(self.out_dir / f"{stem}_original.wav", load_audio(path, sr), sr)
+        audio = []
+        if vocode:
+            save_wav(self.out_dir / f"{stem}_vocoded.wav", ref, self.vocoder.sample_rate)
+            save_wav(self.out_dir / f"{stem}_reconstruction.wav", est, self.vocoder.sample_rate)
+            audio = [{"src": f"{stem}_vocoded.wav", "label": "original mel, vocoded"},
+                     {"src": f"{stem}_reconstruction.wav", "label": "reconstruction"}]
+        self.examples.append({"title": rel, "images": [{"src": f"{stem}.png", "caption": "original / draft / refined"}],
+                              "audio": [{"src": f"{stem}_original.wav", "label": "original"}, *audio]})
+
+    def result(self) -> dict:
+        out = {f"vocoded_{k}": v / self.counts[k] for k, v in self.sums.items()}
+        out.update({f"vocoded_{k}": v for k, v in self.unavailable.items()})
+        if self.counts:
+            out["vocoded_clips"] = max(self.counts.values())
+        return out
 
 
-def _audio_sections(rows: list[tuple[str, str]]) -> str:
-    items = []
-    for stem, name in rows:
-        players = "".join(f'<figure><figcaption>{label}</figcaption><audio controls src="{stem}_{kind}.wav"></audio></figure>'
-                          for kind, label in (("original", "original"), ("vocoded", "original mel, vocoded"),
-                                              ("reconstruction", "reconstruction")))
-        items.append(f'<section><h3>{html.escape(name)}</h3><img src="{stem}.png" alt="{html.escape(name)}">'
-                     f'<div class="players">{players}</div></section>')
-    return "".join(items)
+class _ImageExamples:
+    """Keeps the first examples for one grid picture, and writes each as its own PNG too."""
 
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.kept: list[dict] = []
+        self.examples: list[dict] = []
 
-def _page(record: dict, body: str) -> str:
-    m = record["metrics"]
-    table = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.4g}</td></tr>" if isinstance(v, float)
-                    else f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in m.items())
-    extra = f", vocoder {record['vocoder']}" if "vocoder" in record else ""
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>vqkit report</title><style>"
-        "body{font-family:sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse}"
-        "td{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}.players{display:flex;gap:1em}"
-        "figure{margin:0}</style></head><body>"
-        f"<h1>vqkit report: {html.escape(str(record['checkpoint']))}</h1>"
-        f"<p>tokenizer {record['tokenizer_id']}, {record['data']['files']} held-out files from "
-        f"{html.escape(record['data']['root'])}{extra}. {html.escape(record['units'])}.</p>"
-        f"<table>{table}</table>{body}</body></html>")
+    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool) -> None:
+        if not keep:
+            return
+        from ..frontends.image import save_grid
+
+        name = f"example{i:02d}.png"
+        save_grid(self.out_dir / name, [[ex[k] for k in ("original", "draft", "refined") if k in ex]])
+        self.kept.append(ex)
+        self.examples.append({"title": rel, "images": [{"src": name, "caption": "original | draft"
+                                                       + (" | refined" if "refined" in ex else "")}], "audio": []})
+
+    def result(self) -> dict:
+        if self.kept:
+            from .image_eval import write_image_samples
+
+            write_image_samples(self.out_dir, self.kept, max_images=len(self.kept))
+        return {}

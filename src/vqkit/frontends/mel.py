@@ -73,5 +73,6 @@ class MelFrontend(nn.Module):
         audio = librosa.feature.inverse.mel_to_audio(
             mel, sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
             center=True, power=c.power, n_iter=n_iter, fmin=c.fmin, fmax=c.fmax,
-            htk=c.mel_scale == "htk", norm=c.filter_norm)
+            htk=c.mel_scale == "htk", norm=c.filter_norm,
+            random_state=0)   # fixed initial phase: the same mel always gives the same audio
         return torch.from_numpy(np.ascontiguousarray(audio)).float()
