@@ -67,7 +67,7 @@ def test_eval_report(run, demo, tmp_path):
     assert m["images"] == 3 and 0 < m["draft_ssim"] <= 1 and m["draft_psnr"] > 0
     assert m["bits_per_image"] == pytest.approx(m["tokens_per_image"] * 10)   # 1024 codes = 10 bits
     assert (tmp_path / "rep" / "reconstructions.png").is_file()
-    assert "reconstructions.png" in (tmp_path / "rep" / "index.html").read_text()
+    assert "example00.png" in (tmp_path / "rep" / "index.html").read_text()
 
 
 def test_decode_refuses_mel_tokens_for_an_image_tokenizer(run, tmp_path, capsys):

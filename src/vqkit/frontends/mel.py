@@ -70,9 +70,10 @@ class MelFrontend(nn.Module):
 
         c = self.cfg
         mel = np.exp(log_mel.detach().float().cpu().numpy())
-        audio = librosa.feature.inverse.mel_to_audio(
-            mel, sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-            center=True, power=c.power, n_iter=n_iter, fmin=c.fmin, fmax=c.fmax,
-            htk=c.mel_scale == "htk", norm=c.filter_norm,
-            random_state=0)   # fixed initial phase: the same mel always gives the same audio
+        stft = librosa.feature.inverse.mel_to_stft(
+            mel, sr=c.sample_rate, n_fft=c.n_fft, power=c.power, fmin=c.fmin, fmax=c.fmax,
+            htk=c.mel_scale == "htk", norm=c.filter_norm)
+        # A fixed initial phase: the same mel always gives the same audio (reports are reproducible).
+        audio = librosa.griffinlim(stft, n_iter=n_iter, hop_length=c.hop_length, win_length=c.win_length,
+                                   center=True, random_state=0)
         return torch.from_numpy(np.ascontiguousarray(audio)).float()
