@@ -54,7 +54,7 @@ DEFAULT_OUT = HERE / "results" / "image_tokenizer.json"
 DEFAULT_PRESETS = ["vqgan", "vqgan-l2", "movq", "seqgan", "convnext-vq", "vit-vq"]
 
 # Defaults chosen so that the script with no arguments finishes in about 3 minutes on 2 idle CPU cores.
-CPU_TRAIN_STEPS = 3
+CPU_TRAIN_STEPS = 10
 CUDA_TRAIN_STEPS = 20
 INFER_BATCHES = (1, 8)
 PERCEPTUAL_NOTE = ("perceptual loss off (loss.perceptual=0): the VGG16 / LPIPS weights it needs are local "
@@ -114,6 +114,11 @@ def cpu_seconds() -> float:
     """User + system CPU time of this process so far (all threads)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def sys_seconds() -> float:
+    """System (kernel) CPU time of this process so far: mostly page faults of freshly mapped memory."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
 def count(module: torch.nn.Module | None) -> int:
@@ -242,9 +247,9 @@ def bench_preset(preset: str, images: list[torch.Tensor], args: argparse.Namespa
         # Crops are cut and moved to the device before timing: the numbers are the step itself.
         total = args.warmup_steps + steps
         batches = [trainer.batches[i][0].to(trainer.acc.device) for i in range(total)]
-        step_times, skipped, gan_seen, cpu_timed = [], 0, False, 0.0
+        step_times, skipped, gan_seen, cpu_timed, sys_timed = [], 0, False, 0.0, 0.0
         for i, x in enumerate(batches):
-            c0 = cpu_seconds()
+            c0, s0 = cpu_seconds(), sys_seconds()
             sync(device)
             t = time.perf_counter()
             values = trainer.train_step(x, None)   # images: no mask
@@ -257,6 +262,7 @@ def bench_preset(preset: str, images: list[torch.Tensor], args: argparse.Namespa
             if i >= args.warmup_steps:
                 step_times.append(dt_s)
                 cpu_timed += cpu_seconds() - c0
+                sys_timed += sys_seconds() - s0
         timed_s = sum(step_times)
         sps = steps / timed_s if timed_s > 0 else float("nan")
         train = {
@@ -270,6 +276,7 @@ def bench_preset(preset: str, images: list[torch.Tensor], args: argparse.Namespa
             # thread count: well below 1 on CPU means the cores were shared with other work.
             "cpu_utilisation": cpu_timed / timed_s / torch.get_num_threads()
             if timed_s > 0 and device.type == "cpu" else None,
+            "sys_fraction": sys_timed / cpu_timed if cpu_timed > 0 and device.type == "cpu" else None,
             "steps_per_s": sps, "images_per_s": sps * batch,
         }
         if device.type == "cuda":
@@ -377,9 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto = CUDA when available (default: %(default)s)")
     ap.add_argument("--train-steps", type=int, default=None,
-                    help=f"timed training steps after warm-up (default: CPU {CPU_TRAIN_STEPS}, CUDA {CUDA_TRAIN_STEPS})")
+                    help=f"timed training steps after warm-up "
+                         f"(default: CPU {CPU_TRAIN_STEPS}, CUDA {CUDA_TRAIN_STEPS})")
     ap.add_argument("--warmup-steps", type=int, default=2, help="untimed training steps first (default: %(default)s)")
-    ap.add_argument("--batch-size", type=int, default=None, help="training batch for every preset (default: the preset's)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="training batch for every preset (default: the preset's)")
     ap.add_argument("--size", type=int, default=256,
                     help="image side for encode/decode throughput and the token grid (default: %(default)s)")
     ap.add_argument("--data", choices=["photos", "synthetic"], default="photos",

@@ -8,10 +8,22 @@ and measures the peak extra memory of one such call:
 
   * CUDA: torch.cuda.max_memory_allocated during the call, minus what was allocated before it;
   * CPU: growth of the process's peak resident set size (VmHWM, reset through /proc/self/clear_refs
-    before the call) over the resident size before it. Before each call, malloc_trim(0) hands free
-    heap pages back to the OS, and glibc's malloc is told to serve new allocations of 64 KiB or more
-    with mmap, so freed tensors leave RSS at once and reused memory is counted again. That mode is
-    switched on only after all timings are taken. Where /proc or glibc is missing: n/a.
+    before the call) over the resident size before it, after one warm-up call. glibc's malloc is
+    told to serve every allocation of 64 KiB or more with its own mmap (malloc_trim(0) before each
+    call), so freed tensors leave RSS at once and RSS follows the live tensors. That is done in a
+    forked child process before the timings, so the timed process keeps its own malloc settings.
+    Where fork, /proc or glibc is missing: n/a.
+
+CPU and glibc's malloc: VQ allocates distance_chunk x K float32 buffers (16 MiB at 4096 x 1024,
+256 MiB at 4096 x 16384) on every call. With glibc's defaults, blocks above its mmap threshold
+(adaptive, at most 32 MiB) come fresh from the kernel each time and freed heap beyond the trim
+threshold is handed back, so a call spends much of its time in page faults, and how much depends
+on which options ran before (the threshold adapts). By default (--malloc retain) the script sets
+the mmap threshold to 1 GiB and the trim threshold to 2 GiB before anything runs, so freed memory
+is kept and reused, as PyTorch's CUDA caching allocator does: the timings are the quantiser's own
+work, the same whatever the order. --malloc glibc leaves glibc as it is (what a CPU training run
+sees by default). The `sys %` column is the share of CPU time spent in the kernel, mostly those
+page faults: near 0 means the timing is compute.
 
 It prints a table and writes JSON (default benchmarks/results/quantizers.json).
 
@@ -107,6 +119,11 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def sys_seconds() -> float:
+    """System (kernel) CPU time of this process so far: page faults, mmap/munmap."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def _fmt(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -127,7 +144,8 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 class CpuPeakMemory:
     """Peak RSS growth of one call, from /proc/self/status (Linux). `available` is False elsewhere."""
 
-    M_MMAP_THRESHOLD = -3   # glibc mallopt parameter
+    M_TRIM_THRESHOLD = -1   # glibc mallopt parameters
+    M_MMAP_THRESHOLD = -3
 
     def __init__(self) -> None:
         self.available = False
@@ -154,24 +172,83 @@ class CpuPeakMemory:
                 return int(line.split()[1]) / 1024   # kB -> MiB
         raise ValueError(f"{key} not in /proc/self/status")
 
+    @classmethod
+    def retain_freed_memory(cls) -> bool:
+        """glibc: serve blocks up to 1 GiB from the heap and trim it only beyond 2 GiB free, so freed
+        tensors stay mapped and are reused (setting the thresholds also stops glibc adapting them)."""
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            return (libc.mallopt(cls.M_MMAP_THRESHOLD, 2**30) == 1
+                    and libc.mallopt(cls.M_TRIM_THRESHOLD, 2**31 - 1) == 1)   # mallopt takes a C int
+        except (OSError, AttributeError):
+            return False
+
     def use_mmap_for_large_allocations(self) -> bool:
-        """Fixed 64 KiB mmap threshold: freed tensors go back to the OS at once. Slower allocations,
-        so it is switched on only for the memory pass, after all timings."""
-        if not self.available or self.libc.mallopt(self.M_MMAP_THRESHOLD, 64 * 1024) != 1:
-            self.available, self.why = False, "mallopt(M_MMAP_THRESHOLD) failed (not glibc?)"
+        """Fixed 64 KiB mmap threshold and 128 KiB trim threshold: every tensor of 64 KiB or more is
+        its own mapping, returned to the OS when freed, so RSS follows the live tensors."""
+        if not self.available or not (self.libc.mallopt(self.M_MMAP_THRESHOLD, 64 * 1024) == 1
+                                      and self.libc.mallopt(self.M_TRIM_THRESHOLD, 128 * 1024) == 1):
+            self.available, self.why = False, "mallopt failed (not glibc?)"
         return self.available
 
     def measure(self, fn: Callable[[], Any]) -> float | None:
         if not self.available:
             return None
         gc.collect()
-        # Free heap memory that is still resident (from earlier calls) goes back to the OS, so that
-        # reusing it during `fn` shows up as RSS growth.
-        self.libc.malloc_trim(0)
+        self.libc.malloc_trim(0)   # free heap pages that are still resident go back to the OS first
         self._clear()
         base = self._status("VmRSS")
         fn()
         return self._status("VmHWM") - base
+
+
+CPU_MEMORY_KIND = ("peak RSS growth during one call (VmHWM reset via /proc/self/clear_refs, minus VmRSS "
+                   "before), measured in a forked child with glibc's mmap threshold at 64 KiB, after one "
+                   "warm-up call")
+
+
+def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list[float | None], str]:
+    """Peak RSS growth of one call of every option, measured in a forked child process so that the
+    malloc settings it needs never touch the process that takes the timings. Call it before any
+    torch work in the parent (fork after OpenMP has started threads is unsafe)."""
+    none = [None] * len(plan)
+    if not hasattr(os, "fork") or not Path("/proc/self/clear_refs").exists():
+        return none, "n/a: needs Linux (fork, /proc/self/clear_refs)"
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: measure, send JSON, exit without running the parent's cleanup
+        payload: dict[str, Any]
+        try:
+            os.close(rfd)
+            mem = CpuPeakMemory()
+            if not mem.use_mmap_for_large_allocations():
+                payload = {"error": mem.why}
+            else:
+                peaks = []
+                for name, fields, size, levels in plan:
+                    run = setup_option(name, fields, size, levels, args, torch.device("cpu"))
+                    run["step"]()                          # warm-up: one-off allocations
+                    peaks.append(mem.measure(run["step"]))
+                    del run
+                payload = {"peaks": peaks}
+        except BaseException as e:  # noqa: BLE001 - anything must reach the parent as a message
+            payload = {"error": f"{type(e).__name__}: {e}"}
+        try:
+            with os.fdopen(wfd, "w") as f:
+                json.dump(payload, f)
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        text = f.read()
+    _, status = os.waitpid(pid, 0)
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return none, f"n/a: the measuring child process ended without a result (wait status {status})"
+    if "error" in payload:
+        return none, f"n/a: {payload['error']}"
+    return payload["peaks"], CPU_MEMORY_KIND
 
 
 # ---- one option ------------------------------------------------------------------------------
@@ -195,14 +272,15 @@ def latent_shape(n: int, width: int) -> tuple[int, ...]:
     return (n // 1024, width, 32, 32) if n % 1024 == 0 else (1, width, n)
 
 
-def bench_option(name: str, fields: dict, size: int, levels: list[int], args: argparse.Namespace,
+def setup_option(name: str, fields: dict, size: int, levels: list[int], args: argparse.Namespace,
                  device: torch.device) -> dict:
+    """The quantiser, its input and `step`: one forward + backward in train mode."""
     torch.manual_seed(0)
     q, cfg = make_quantizer(fields, size, levels, args.dim)
+    if cfg.kind == "vq" and args.distance_chunk is not None:
+        q.cfg.distance_chunk = args.distance_chunk
     q.to(device).train()
-    width = q.dim
-    z = torch.randn(latent_shape(args.n, width), device=device, requires_grad=True)
-    lookups = args.n * getattr(q, "tokens_per_position", 1)
+    z = torch.randn(latent_shape(args.n, q.dim), device=device, requires_grad=True)
     restarted: list[float] = []
 
     def step() -> None:
@@ -214,58 +292,48 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
         if "restarted" in out.stats:
             restarted.append(float(out.stats["restarted"]))
 
+    return {"q": q, "cfg": cfg, "z": z, "step": step, "restarted": restarted}
+
+
+def bench_option(name: str, fields: dict, size: int, levels: list[int], args: argparse.Namespace,
+                 device: torch.device) -> dict:
+    run = setup_option(name, fields, size, levels, args, device)
+    q, cfg, step, restarted = run["q"], run["cfg"], run["step"], run["restarted"]
     for _ in range(args.warmup):
         step()
     restarted.clear()
     times: list[float] = []
-    c0 = cpu_seconds()
+    c0, s0 = cpu_seconds(), sys_seconds()
     while len(times) < args.repeats and (not times or sum(times) < args.repeat_budget):
         sync(device)
         t0 = time.perf_counter()
         step()
         sync(device)
         times.append(time.perf_counter() - t0)
-    cpu_used = cpu_seconds() - c0
+    cpu_used, sys_used = cpu_seconds() - c0, sys_seconds() - s0
     med = statistics.median(times)
     r = {
         "option": name, "kind": cfg.kind, "codebook_size": q.codebook_size,
         "levels": cfg.levels if cfg.kind == "fsq" else None,
         "config": {k: v for k, v in vars(cfg).items() if k != "levels"} if cfg.kind == "vq" else None,
-        "n_vectors": args.n, "input_width": width, "lookups": lookups,
+        "n_vectors": args.n, "input_width": q.dim, "lookups": args.n * getattr(q, "tokens_per_position", 1),
         "params": sum(p.numel() for p in q.parameters()),
         "times_s": times, "repeats": len(times), "median_s": med, "min_s": min(times),
         "vectors_per_s": args.n / med,
         "cpu_utilisation": cpu_used / sum(times) / torch.get_num_threads() if device.type == "cpu" else None,
+        "sys_fraction": sys_used / cpu_used if device.type == "cpu" and cpu_used > 0 else None,
     }
     if restarted:
         r["restarted_per_call_mean"] = statistics.mean(restarted)
-    r["_step"] = step   # kept for the memory pass, dropped before writing JSON
-    r["_keep"] = (q, z)
+    if device.type == "cuda":   # one more call: peak allocated beyond what was allocated before it
+        gc.collect()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        r["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     return r
-
-
-def measure_memory(results: list[dict], device: torch.device) -> str:
-    """Peak extra memory of one more call of every option; returns how it was measured."""
-    if device.type == "cuda":
-        for r in results:
-            gc.collect()
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-            r["_step"]()
-            torch.cuda.synchronize(device)
-            r["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
-        return "cuda max_memory_allocated during one call minus memory_allocated before it"
-    mem = CpuPeakMemory()
-    if not mem.use_mmap_for_large_allocations():
-        for r in results:
-            r["peak_memory_mb"] = None
-        return f"n/a: {mem.why}"
-    for r in results:
-        mem.measure(r["_step"])                  # one call in the new malloc mode first
-        r["peak_memory_mb"] = mem.measure(r["_step"])
-    return ("peak RSS growth during one call (VmHWM reset via /proc/self/clear_refs, minus VmRSS before; "
-            "malloc_trim(0) before the call, malloc mmap threshold fixed at 64 KiB)")
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -281,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: %(default)s)")
     ap.add_argument("--options", nargs="+", default=None, metavar="NAME",
                     help=f"subset of options by name (default: all: {'; '.join(n for n, _ in OPTIONS)})")
+    ap.add_argument("--distance-chunk", type=int, default=None,
+                    help="vq: latents per distance chunk (default: the config default, "
+                         f"{QuantizerConfig().distance_chunk})")
+    ap.add_argument("--malloc", choices=["retain", "glibc"], default="retain",
+                    help="CPU: retain = glibc keeps freed memory for reuse (mmap threshold 1 GiB, trim "
+                         "threshold 2 GiB), timings are compute and independent of order; glibc = leave "
+                         "glibc's adaptive defaults, page faults included (default: %(default)s)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto = CUDA when available (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
@@ -293,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.n < 1 or args.dim < 1 or args.repeats < 1 or args.warmup < 0:
         ap.error("--n, --dim and --repeats must be >= 1, --warmup >= 0")
+    if args.distance_chunk is not None and args.distance_chunk < 1:
+        ap.error("--distance-chunk must be >= 1")
     options = OPTIONS
     if args.options:
         known = {n: f for n, f in OPTIONS}
@@ -308,31 +385,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
+    malloc = "n/a (CUDA caching allocator)" if device.type == "cuda" else "glibc defaults (adaptive)"
+    if device.type == "cpu" and args.malloc == "retain":
+        malloc = ("retain: glibc mmap threshold 1 GiB, trim threshold 2 GiB" if CpuPeakMemory.retain_freed_memory()
+                  else "glibc defaults (retain failed: not glibc?)")
     started = dt.datetime.now(dt.timezone.utc)
     load_before = loadavg()
     print(f"device: {device_description(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average before: {load_before}", flush=True)
-    print(f"N = {args.n} latent vectors, vq dim {args.dim}, float32, forward + backward in train mode", flush=True)
+    chunk = args.distance_chunk or QuantizerConfig().distance_chunk
+    print(f"N = {args.n} latent vectors, vq dim {args.dim}, distance chunk {chunk}, float32, forward + backward "
+          f"in train mode; malloc: {malloc}", flush=True)
     t_all = time.perf_counter()
+    plan = [(name, fields, size, levels) for size, levels in sizes for name, fields in options]
+    if device.type == "cpu":
+        print("peak memory: one call of each option in a forked child process ...", flush=True)
+        peaks, memory_kind = cpu_memory_pass(plan, args)
+    else:
+        peaks = [None] * len(plan)
+        memory_kind = "cuda max_memory_allocated during one call minus memory_allocated before it"
     results = []
-    for size, levels in sizes:
-        for name, fields in options:
-            r = bench_option(name, fields, size, levels, args, device)
-            results.append(r)
-            print(f"  {name:<22} K={r['codebook_size']:<6} {r['median_s'] * 1000:9.2f} ms "
-                  f"(median of {r['repeats']})  {r['vectors_per_s']:12.0f} vectors/s", flush=True)
-    memory_kind = measure_memory(results, device)
+    for (name, fields, size, levels), peak in zip(plan, peaks):
+        r = bench_option(name, fields, size, levels, args, device)
+        if device.type == "cpu":
+            r["peak_memory_mb"] = peak
+        results.append(r)
+        print(f"  {name:<22} K={r['codebook_size']:<6} {r['median_s'] * 1000:9.2f} ms "
+              f"(median of {r['repeats']})  {r['vectors_per_s']:12.0f} vectors/s", flush=True)
     wall = time.perf_counter() - t_all
     load_after = loadavg()
-    for r in results:
-        r.pop("_step"); r.pop("_keep")
 
     mem_col = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
     rows = [[r["option"], str(r["codebook_size"]), str(r["n_vectors"]), str(r["lookups"]),
              f"{r['median_s'] * 1000:.2f}", f"{r['vectors_per_s']:.3g}", _fmt(r["peak_memory_mb"], ".1f"),
-             _fmt(r["cpu_utilisation"], ".2f")] for r in results]
+             _fmt(r["cpu_utilisation"], ".2f"),
+             _fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f")] for r in results]
     print_table(f"Quantiser forward + backward (float32, {device.type})",
-                ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use"], rows)
+                ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use", "sys %"], rows)
     print(f"\n{mem_col}: {memory_kind}")
     print(f"wall time {wall:.0f} s; load average (1, 5, 15 min) before {load_before}, after {load_after}")
 
@@ -352,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": wall,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "peak_memory_kind": memory_kind,
+        "malloc": malloc,
+        "distance_chunk": chunk,
         "notes": ["random N(0, 1) latents and untrained codebooks: speed and memory only",
                   "one call = quantizer(z) + backward of mean(z_q^2) + auxiliary loss, train mode, float32",
                   "multichannel splits each dim-wide vector into `channels` chunks: lookups = channels x N",

@@ -11,6 +11,16 @@ TINY = [
 ]
 
 
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: one intra-op thread is as fast, and immune to oversubscription when other
+    processes share the two cores. Restored afterwards. Use with pytest.mark.usefixtures."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """A small demo speech corpus (real Asterisk speech, or espeak-ng when that is what exists)."""

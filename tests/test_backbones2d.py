@@ -13,12 +13,7 @@ from vqkit.nn.window_attention import WindowAttention2d
 LATENT = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 
 def make_cfg(kind: str = "resnet2d", **kw) -> BackboneConfig:

@@ -39,12 +39,7 @@ class Payload:   # a pickled custom class: what weights_only must refuse
         return (print, ("this must never run",))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 
 @pytest.fixture(scope="module")

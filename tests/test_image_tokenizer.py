@@ -18,12 +18,7 @@ TINY = ["data.image_size=32", "train.batch_size=4", "train.eval_clips=2", "optim
         "train.log_every=1", "train.eval_every=1000", "train.save_every=1000"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 
 @pytest.fixture(scope="module")

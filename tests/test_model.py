@@ -23,14 +23,7 @@ from vqkit.models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
 N_MELS = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster, and immune to oversubscription when other test
-    processes share the two cores. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 TINY = {
     "model.mel.n_mels": N_MELS,

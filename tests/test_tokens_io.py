@@ -24,12 +24,7 @@ TINY = ["model.mel.n_mels=16", "model.backbone.channels=[16]", "model.backbone.k
         "model.refiner.base_channels=4", "model.refiner.channel_mults=[1, 2]"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 
 def make_tokenizer(seed: int, extra: list[str] = ()) -> Tokenizer:

@@ -15,12 +15,7 @@ from vqkit.config import QuantizerConfig
 from vqkit.quantizers import VectorQuantizer, build_quantizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)   # these ops are small; extra threads only contend on a busy 2-core box
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 
 def make(**kw) -> VectorQuantizer:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..frontends.audio_io import AUDIO_EXTENSIONS, AudioError, find_audio_files, load_audio
+from .files import describe_skips, relative_paths, with_skips
 from ..frontends.mel import MelFrontend
 
 SILENCE_PEAK = 1e-4           # peak |amplitude| below this counts as digital silence
@@ -45,25 +46,12 @@ class MelCorpus:
         return sum(c.num_samples for c in self.clips) / self.sample_rate
 
     def relative_paths(self) -> list[str]:
-        """Clip paths relative to root ('/'-separated): stable keys for split_by_hash."""
-        out = []
-        for c in self.clips:
-            try:
-                out.append(c.path.relative_to(self.root).as_posix())
-            except ValueError:  # a file given explicitly from outside root
-                out.append(c.path.as_posix())
-        return out
+        """Paths relative to root ('/'-separated): stable keys for split_by_hash."""
+        return relative_paths([c.path for c in self.clips], self.root)
 
     def summary(self) -> str:
         text = f"{len(self.clips)} clips, {self.total_seconds:.1f} s of audio"
-        n_skipped = sum(self.skipped.values())
-        if n_skipped:
-            text += f"; skipped {n_skipped} ({_reasons(self.skipped)})"
-        return text
-
-
-def _reasons(skipped: dict[str, int]) -> str:
-    return ", ".join(f"{n} {r}" for r, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])) if n)
+        return with_skips(text, self.skipped)
 
 
 @dataclass
@@ -138,7 +126,7 @@ def load_mel_corpus(root: str | Path, frontend: MelFrontend, min_seconds: float 
 
     if not clips:
         raise AudioError(f"{root}: no usable audio: found {len(paths)} audio files, all skipped "
-                         f"({_reasons(skipped)})", reason="empty")
+                         f"({describe_skips(skipped)})", reason="empty")
     corpus = MelCorpus(clips=clips, skipped=skipped, root=root, sample_rate=frontend.cfg.sample_rate)
     log(f"{root}: {corpus.summary()}")
     return corpus

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontends.audio_io import AudioError, load_audio, save_wav
+from .files import read_manifest
 
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-g722"
 ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en_US_f_Allison"), Path("/usr/share/asterisk/sounds/en"))
@@ -251,14 +252,6 @@ def _spread(items: list, k: int) -> list:
     return [items[int((i + 0.5) * len(items) / k)] for i in range(k)]
 
 
-def _read_manifest(out_dir: Path) -> dict | None:
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _is_complete(out_dir: Path, manifest: dict | None, source: str, limit: int | None) -> bool:
     if not manifest or manifest.get("version") != MANIFEST_VERSION or manifest.get("limit") != limit:
         return False
@@ -278,7 +271,7 @@ def make_demo_speech(out_dir: str | Path, log: Callable[[str], None] = print, so
     Raises RuntimeError when the requested source (or, for "auto", any source) is unavailable.
     """
     out_dir = Path(out_dir)
-    old = _read_manifest(out_dir)
+    old = read_manifest(out_dir)
     if _is_complete(out_dir, old, source, limit):
         log(f"demo speech corpus already in {out_dir} ({old['train_count']} train, "
             f"{old['heldout_count']} held-out clips)")

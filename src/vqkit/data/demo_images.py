@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontends.image import save_image
+from .files import read_manifest
 
 MANIFEST_VERSION = 1
 HELDOUT_COUNT = 3
@@ -97,14 +98,6 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     raise ValueError(f"unexpected image dtype {arr.dtype}")
 
 
-def _read_manifest(out_dir: Path) -> dict | None:
-    try:
-        manifest = json.loads((out_dir / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def _is_complete(out_dir: Path, manifest: dict | None) -> bool:
     if not manifest or manifest.get("version") != MANIFEST_VERSION:
         return False
@@ -119,7 +112,7 @@ def make_demo_images(out_dir: str | Path, log: Callable[[str], None] = print) ->
     Raises RuntimeError when scikit-image is not installed or too few of its photographs load.
     """
     out_dir = Path(out_dir)
-    old = _read_manifest(out_dir)
+    old = read_manifest(out_dir)
     if _is_complete(out_dir, old):
         log(f"demo image set already in {out_dir} ({old['train_count']} train, "
             f"{old['heldout_count']} held-out images)")

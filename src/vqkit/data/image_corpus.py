@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..frontends.image import IMAGE_EXTENSIONS, ImageError, find_image_files, load_image
+from .files import describe_skips, relative_paths, with_skips
 
 LOG_FIRST = 5                 # skipped files logged one by one per reason, then only counted
 REASONS = ("unreadable", "too large", "too small", "non-finite")
@@ -43,25 +44,12 @@ class ImageCorpus:
         return sum(int(im.shape[1]) * int(im.shape[2]) for im in self.images)
 
     def relative_paths(self) -> list[str]:
-        """Image paths relative to root ('/'-separated): stable keys for split_by_hash."""
-        out = []
-        for p in self.paths:
-            try:
-                out.append(p.relative_to(self.root).as_posix())
-            except ValueError:  # a file given explicitly from outside root
-                out.append(p.as_posix())
-        return out
+        """Paths relative to root ('/'-separated): stable keys for split_by_hash."""
+        return relative_paths(self.paths, self.root)
 
     def summary(self) -> str:
         text = f"{len(self.images)} images, {self.total_pixels / 1e6:.1f} megapixels"
-        n_skipped = sum(self.skipped.values())
-        if n_skipped:
-            text += f"; skipped {n_skipped} ({_reasons(self.skipped)})"
-        return text
-
-
-def _reasons(skipped: dict[str, int]) -> str:
-    return ", ".join(f"{n} {r}" for r, n in sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0])) if n)
+        return with_skips(text, self.skipped)
 
 
 def load_one_image(path: Path, channels: int, min_size: int) -> tuple[torch.Tensor | None, str | None, str]:
@@ -118,7 +106,7 @@ def load_image_corpus(root: str | Path, channels: int = 3, min_size: int = 8,
 
     if not images:
         raise ImageError(f"{root}: no usable images: found {len(paths)} image files, all skipped "
-                         f"({_reasons(skipped)})", reason="empty")
+                         f"({describe_skips(skipped)})", reason="empty")
     corpus = ImageCorpus(images=images, paths=kept, skipped=skipped, root=root, channels=channels)
     log(f"{root}: {corpus.summary()}")
     return corpus

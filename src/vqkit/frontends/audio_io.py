@@ -12,27 +12,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.files import InputError, find_files
+
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".g722",
 )
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """An audio file that cannot be used. `reason` is a short machine-readable tag:
     "unreadable", "empty" or "non-finite" (or "not-a-directory" for find_audio_files)."""
-
-    def __init__(self, message: str, reason: str = "unreadable"):
-        super().__init__(message)
-        self.reason = reason
 
 
 def find_audio_files(root: str | Path) -> list[Path]:
     """All files under `root` (recursively) whose suffix is in AUDIO_EXTENSIONS, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        what = "does not exist" if not root.exists() else "is not a directory"
-        raise AudioError(f"{root}: {what}; expected a folder of audio files", reason="not-a-directory")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    return find_files(root, AUDIO_EXTENSIONS, "audio files", AudioError)
 
 
 # ---- decoding ----------------------------------------------------------------------------------

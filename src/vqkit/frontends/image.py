@@ -17,26 +17,21 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from ..data.files import InputError, find_files
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image file that cannot be used. `reason` is a short machine-readable tag: "unreadable",
     "empty" (0 bytes), "too large" (decompression-bomb size), "non-finite", "too small" (corpus
     minimum) or "not-a-directory" (find_image_files)."""
 
-    def __init__(self, message: str, reason: str = "unreadable"):
-        super().__init__(message)
-        self.reason = reason
 
 
 def find_image_files(root: str | Path) -> list[Path]:
     """All files under `root` (recursively) whose suffix, in any case, is in IMAGE_EXTENSIONS, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        what = "does not exist" if not root.exists() else "is not a directory"
-        raise ImageError(f"{root}: {what}; expected a folder of images", reason="not-a-directory")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return find_files(root, IMAGE_EXTENSIONS, "images", ImageError)
 
 
 # ---- decoding ----------------------------------------------------------------------------------
