@@ -2,12 +2,30 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
 
 from ..config import BackboneConfig
 from ..nn.blocks1d import Conv1d, Downsample1d, MelMixer, ResBlock1d, Upsample1d
+
+
+def encoder_layers(channels: list[int], n_down: int, stage: Callable[[int], nn.Module],
+                   down: Callable[[int, int], nn.Module], project: Callable[[int, int], nn.Module]) -> list[nn.Module]:
+    """A stage per width; the first n_down stages end with a halving (to the next width), the others
+    with a projection when the width changes. More halvings than stages: the rest come at the end.
+    Shared by the 1D and 2D encoders (their decoders mirror it)."""
+    layers: list[nn.Module] = []
+    for i, width in enumerate(channels):
+        layers.append(stage(width))
+        nxt = channels[i + 1] if i + 1 < len(channels) else width
+        if i < n_down:
+            layers.append(down(width, nxt))
+        elif nxt != width:
+            layers.append(project(width, nxt))
+    layers += [down(channels[-1], channels[-1]) for _ in range(max(0, n_down - len(channels)))]
+    return layers
 
 
 def _stage(width: int, cfg: BackboneConfig, causal: bool) -> nn.Sequential:
@@ -25,16 +43,8 @@ class ResNet1dEncoder(nn.Module):
         n_down = int(math.log2(cfg.downsample))
         self.proj_in = nn.Conv1d(in_channels, ch[0], 1)     # mel bins become channels
         self.mixer = MelMixer() if cfg.mel_mixer else nn.Identity()
-        layers: list[nn.Module] = []
-        for i, width in enumerate(ch):
-            layers.append(_stage(width, cfg, causal=False))
-            nxt = ch[i + 1] if i + 1 < len(ch) else width
-            if i < n_down:
-                layers.append(Downsample1d(width, nxt))
-            elif nxt != width:
-                layers.append(nn.Conv1d(width, nxt, 1))
-        layers += [Downsample1d(ch[-1], ch[-1]) for _ in range(max(0, n_down - len(ch)))]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(*encoder_layers(ch, n_down, lambda w: _stage(w, cfg, causal=False), Downsample1d,
+                                                  lambda a, b: nn.Conv1d(a, b, 1)))
         self.proj_out = nn.Sequential(nn.LeakyReLU(0.1), nn.Conv1d(ch[-1], latent_dim, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

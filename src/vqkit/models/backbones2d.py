@@ -20,6 +20,7 @@ from ..config import BackboneConfig
 from ..nn.blocks2d import (AttnBlock2d, ConvNeXtBlock, Downsample2d, RMSNorm2d, ResBlock2d, Stage, Upsample2d,
                            call_norm, group_norm, swiglu_hidden)
 from ..nn.spatial_norm import spatial_norm_factory
+from .backbones import encoder_layers
 from ..nn.window_attention import WindowAttention2d
 
 
@@ -67,17 +68,8 @@ class ConvEncoder2d(nn.Module):
         super().__init__()
         ch, n_down, norm = cfg.channels, _n_down(cfg), _plain_norm(cfg)
         self.conv_in = nn.Conv2d(in_channels, ch[0], 3, padding=1)
-        layers: list[nn.Module] = []
-        for i, width in enumerate(ch):
-            layers.append(Stage(*[_block(cfg, width, norm) for _ in range(cfg.blocks_per_stage)]))
-            nxt = ch[i + 1] if i + 1 < len(ch) else width
-            if i < n_down:
-                layers.append(Downsample2d(width, nxt))
-            elif nxt != width:
-                layers.append(nn.Conv2d(width, nxt, 1))
-        # Fewer stages than halvings: the remaining downsamples come at the end (as in the 1D backbone).
-        layers += [Downsample2d(ch[-1], ch[-1]) for _ in range(max(0, n_down - len(ch)))]
-        self.body = Stage(*layers)
+        stage = lambda w: Stage(*[_block(cfg, w, norm) for _ in range(cfg.blocks_per_stage)])  # noqa: E731
+        self.body = Stage(*encoder_layers(ch, n_down, stage, Downsample2d, lambda a, b: nn.Conv2d(a, b, 1)))
         self.mid = _mid(cfg, ch[-1], norm)
         self.norm_out = norm(ch[-1])
         self.conv_out = nn.Conv2d(ch[-1], latent_dim, 3, padding=1)
