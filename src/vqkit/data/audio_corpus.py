@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from ..frontends.audio_io import AUDIO_EXTENSIONS, AudioError, find_audio_files, load_audio
-from .files import describe_skips, relative_paths, with_skips
+from .files import SkipLog, describe_skips, relative_paths, with_skips
 from ..frontends.mel import MelFrontend
 
 SILENCE_PEAK = 1e-4           # peak |amplitude| below this counts as digital silence
-LOG_FIRST = 5                 # skipped files logged one by one per reason, then only counted
 REASONS = ("unreadable", "non-finite", "silent", "too short", "too long")
 
 
@@ -112,17 +111,13 @@ def load_mel_corpus(root: str | Path, frontend: MelFrontend, min_seconds: float 
         results = [job(p) for p in paths]
 
     clips: list[MelClip] = []
-    skipped: dict[str, int] = {}
+    skips = SkipLog(log)
     for res in results:
         if res.clip is not None:
             clips.append(res.clip)
-            continue
-        n = skipped[res.reason] = skipped.get(res.reason, 0) + 1
-        if n <= LOG_FIRST:
-            log(f"skipping ({res.reason}) {res.detail}")
-    for reason, n in skipped.items():
-        if n > LOG_FIRST:
-            log(f"... and {n - LOG_FIRST} more skipped as {reason!r}")
+        else:
+            skips.add(res.reason, res.detail)
+    skipped = skips.close()
 
     if not clips:
         raise AudioError(f"{root}: no usable audio: found {len(paths)} audio files, all skipped "

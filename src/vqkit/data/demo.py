@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from ..frontends.audio_io import AudioError, load_audio, save_wav
-from .files import read_manifest
+from .files import read_manifest, write_atomically
 
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-g722"
 ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en_US_f_Allison"), Path("/usr/share/asterisk/sounds/en"))
@@ -318,9 +317,9 @@ def make_demo_speech(out_dir: str | Path, log: Callable[[str], None] = print, so
         "skipped": {"too short": len(too_short), "no speech": len(no_speech), "unreadable": unreadable},
         "heldout_files": [n for n, _ in held], "train_files": [n for n, _ in train],
     }
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / "manifest.json")
+    # Written last, and atomically: its presence marks a complete build.
+    write_atomically(out_dir / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"),
+                     ".json")
     log(f"demo speech corpus: {len(train)} train clips ({manifest['train_seconds'] / 60:.1f} min), "
         f"{len(held)} held-out clips ({manifest['heldout_seconds']:.1f} s) from {kind}, in {out_dir}")
     return manifest

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ..frontends.image import save_image
-from .files import read_manifest
+from .files import read_manifest, write_atomically
 
 MANIFEST_VERSION = 1
 HELDOUT_COUNT = 3
@@ -168,8 +167,8 @@ def make_demo_images(out_dir: str | Path, log: Callable[[str], None] = print) ->
         "unavailable": unavailable, "images": {f"{s}/{p['file']}": {k: v for k, v in p.items() if k != "file"}
                                                for s, items in (("train", train), ("heldout", held)) for p in items},
     }
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / "manifest.json")
+    # Written last, and atomically: its presence marks a complete build.
+    write_atomically(out_dir / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"),
+                     ".json")
     log(f"demo image set: {len(train)} train, {len(held)} held-out photographs in {out_dir}")
     return manifest

@@ -3,8 +3,12 @@ keys, skip summaries and the demo corpora's manifest."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
+
+LOG_FIRST = 5   # skipped files logged one by one per reason, then only counted
 
 
 class InputError(ValueError):
@@ -52,3 +56,40 @@ def read_manifest(out_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
+
+
+class SkipLog:
+    """Counts skipped files by reason; logs the first few of each reason, then a count."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log = log
+        self.skipped: dict[str, int] = {}
+
+    def add(self, reason: str, detail: str) -> None:
+        n = self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if n <= LOG_FIRST:
+            self.log(f"skipping ({reason}) {detail}")
+
+    def close(self) -> dict[str, int]:
+        for reason, n in self.skipped.items():
+            if n > LOG_FIRST:
+                self.log(f"... and {n - LOG_FIRST} more skipped as {reason!r}")
+        return self.skipped
+
+
+def write_atomically(path: Path, write: Callable[[str], None], suffix: str) -> None:
+    """Call write(tmp_path) for a temp file beside `path`, then rename it into place: readers never
+    see a half-written file (os.replace is a rename on one filesystem)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

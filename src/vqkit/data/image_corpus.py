@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..frontends.image import IMAGE_EXTENSIONS, ImageError, find_image_files, load_image
-from .files import describe_skips, relative_paths, with_skips
+from .files import SkipLog, describe_skips, relative_paths, with_skips
 
-LOG_FIRST = 5                 # skipped files logged one by one per reason, then only counted
 REASONS = ("unreadable", "too large", "too small", "non-finite")
 # float16 keeps images in [-1, 1] at half the memory of float32 and is exact for 8-bit files
 # (to_uint8 recovers every value); 16-bit files keep ~11 bits. uint8 would halve memory again but
@@ -91,18 +90,14 @@ def load_image_corpus(root: str | Path, channels: int = 3, min_size: int = 8,
     else:
         results = [job(p) for p in paths]
 
-    images, kept, skipped = [], [], {}
+    images, kept, skips = [], [], SkipLog(log)
     for p, (img, reason, detail) in zip(paths, results):
         if img is not None:
             images.append(img)
             kept.append(p)
             continue
-        n = skipped[reason] = skipped.get(reason, 0) + 1
-        if n <= LOG_FIRST:
-            log(f"skipping ({reason}) {detail}")
-    for reason, n in skipped.items():
-        if n > LOG_FIRST:
-            log(f"... and {n - LOG_FIRST} more skipped as {reason!r}")
+        skips.add(reason, detail)
+    skipped = skips.close()
 
     if not images:
         raise ImageError(f"{root}: no usable images: found {len(paths)} image files, all skipped "

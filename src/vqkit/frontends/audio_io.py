@@ -6,13 +6,11 @@ failure becomes an AudioError that names the file, so a bad file in a large corp
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..data.files import InputError, find_files
+from ..data.files import InputError, find_files, write_atomically
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".g722",
@@ -151,18 +149,4 @@ def save_wav(path: str | Path, audio, sample_rate: int) -> None:
     if not np.isfinite(audio).all():  # NaN would be written as silence or noise: refuse loudly
         raise AudioError(f"{path}: refusing to write non-finite samples", reason="non-finite")
     audio = np.clip(audio, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder, so os.replace is a rename on one filesystem: readers never see
-    # a half-written WAV.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, audio, int(sample_rate), subtype="PCM_16", format="WAV")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomically(path, lambda tmp: sf.write(tmp, audio, int(sample_rate), subtype="PCM_16", format="WAV"), ".wav")

@@ -7,8 +7,6 @@ an image with a grey band, and Pillow's decompression-bomb limit (Image.MAX_IMAG
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -17,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from ..data.files import InputError, find_files
+from ..data.files import InputError, find_files, write_atomically
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -191,21 +189,7 @@ def save_image(path: str | Path, x) -> None:
     """Write a tensor (C, H, W) in [-1, 1] (C = 1 or 3) or a uint8 array (H, W[, C]) as PNG, atomically."""
     path = Path(path)
     im = _pil_image(x)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same folder, so os.replace is a rename on one filesystem: readers never see
-    # a half-written PNG.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        im.save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomically(path, lambda tmp: im.save(tmp, format="PNG"), ".png")
 
 
 def save_grid(path: str | Path, rows: list[list[torch.Tensor]], pad: int = 2, pad_value: float = 1.0) -> None:

@@ -86,6 +86,8 @@ class AttnBlock2d(nn.Module):
         qkv = self.qkv(call_norm(self.norm, x, zq))
         # (B, 3C, H, W) -> 3 x (B, heads, HW, C/heads)
         q, k, v = qkv.reshape(b, 3, self.heads, c // self.heads, hh * ww).transpose(-1, -2).unbind(1)
+        # Contiguous inputs take the fused CPU kernel; strided ones fall back to materialising all scores.
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, hh, ww)
         return x + self.dropout(self.proj(out))
