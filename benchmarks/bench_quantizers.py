@@ -19,11 +19,13 @@ CPU and glibc's malloc: VQ allocates distance_chunk x K float32 buffers (16 MiB 
 (adaptive, at most 32 MiB) come fresh from the kernel each time and freed heap beyond the trim
 threshold is handed back, so a call spends much of its time in page faults, and how much depends
 on which options ran before (the threshold adapts). By default (--malloc retain) the script sets
-the mmap threshold to 1 GiB and the trim threshold to 2 GiB before anything runs, so freed memory
-is kept and reused, as PyTorch's CUDA caching allocator does: the timings are the quantiser's own
-work, the same whatever the order. --malloc glibc leaves glibc as it is (what a CPU training run
-sees by default). The `sys %` column is the share of CPU time spent in the kernel, mostly those
-page faults: near 0 means the timing is compute.
+the mmap threshold to 1 GiB and turns heap trimming off before anything runs, so freed memory is
+kept and reused, as PyTorch's CUDA caching allocator does: the timings are the quantiser's own
+work, the same whatever the order. (The heap can still grow during the first calls of an option
+until its layout settles, which is why every option is timed at least --min-repeats times.)
+--malloc glibc leaves glibc as it is (what a CPU training run sees by default). The `sys %` column
+is the share of CPU time spent in the kernel, mostly those page faults: near 0 means the timing is
+compute.
 
 It prints a table and writes JSON (default benchmarks/results/quantizers.json).
 
@@ -37,13 +39,9 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime as dt
 import gc
-import importlib.util
 import json
 import os
-import platform
-import resource
 import statistics
 import sys
 import time
@@ -52,14 +50,15 @@ from typing import Any, Callable
 
 import torch
 
-if importlib.util.find_spec("vqkit") is None:  # a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when imported from elsewhere
 
+from common import RESULTS, add_device_arg, add_repeat_args, add_threads_out_args, clear_rss_peak  # noqa: E402
+from common import count, cpu_seconds, fmt, loadavg, mem_column, print_table, proc_status_mb  # noqa: E402
+from common import setup_device, start_run, sys_seconds, time_calls, wall_line, write_report  # noqa: E402
 from vqkit.config import QuantizerConfig  # noqa: E402
 from vqkit.quantizers import build_quantizer  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_OUT = HERE / "results" / "quantizers.json"
+DEFAULT_OUT = RESULTS / "quantizers.json"
 
 # (name, QuantizerConfig fields). vq options take codebook_size and dim from the size / --dim.
 OPTIONS: list[tuple[str, dict]] = [
@@ -73,70 +72,12 @@ OPTIONS: list[tuple[str, dict]] = [
 ]
 # Small and large codebook: VQ sizes, and the FSQ levels of about the same size.
 SIZES = [(1024, [8, 5, 5, 5]), (16384, [8, 8, 8, 6, 5])]
-
-
-# ---- helpers -----------------------------------------------------------------------------
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_description(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def cpu_seconds() -> float:
-    """User + system CPU time of this process so far (all threads)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def sys_seconds() -> float:
-    """System (kernel) CPU time of this process so far: page faults, mmap/munmap."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
-
-
-def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(row[j]) for row in rows)) for j, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) if j == 0 else c.rjust(w)  # noqa: E731
-                                    for j, (c, w) in enumerate(zip(cells, widths)))
-    print(f"\n{title}")
-    print(line(header))
-    print("  ".join("-" * w for w in widths))
-    for row in rows:
-        print(line(row))
+NOTES = ["random N(0, 1) latents and untrained codebooks: speed and memory only",
+         "one call = quantizer(z) + backward of mean(z_q^2) + auxiliary loss, train mode, float32",
+         "multichannel splits each dim-wide vector into `channels` chunks: lookups = channels x N",
+         "fsq input width is the number of levels (4 or 5), not --dim",
+         "restart_dead_codes: the EMA usage update runs every call; codes are re-seeded only once "
+         "they are dead (see restarted_per_call_mean)"]
 
 
 # ---- CPU peak memory -------------------------------------------------------------------------
@@ -151,8 +92,8 @@ class CpuPeakMemory:
         self.available = False
         self.why = ""
         try:
-            self._clear()
-            self._status("VmHWM")
+            clear_rss_peak()
+            proc_status_mb("VmHWM")
             libc = ctypes.CDLL("libc.so.6")
         except (OSError, ValueError, TypeError) as e:
             self.why = f"no /proc/self/clear_refs or glibc ({e})"
@@ -160,26 +101,14 @@ class CpuPeakMemory:
         self.libc = libc
         self.available = True
 
-    @staticmethod
-    def _clear() -> None:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")   # reset VmHWM (peak RSS) to the current RSS (Linux >= 4.0)
-
-    @staticmethod
-    def _status(key: str) -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024   # kB -> MiB
-        raise ValueError(f"{key} not in /proc/self/status")
-
     @classmethod
     def retain_freed_memory(cls) -> bool:
-        """glibc: serve blocks up to 1 GiB from the heap and trim it only beyond 2 GiB free, so freed
-        tensors stay mapped and are reused (setting the thresholds also stops glibc adapting them)."""
+        """glibc: serve blocks up to 1 GiB from the heap and never trim it, so freed tensors stay
+        mapped and are reused (setting the thresholds also stops glibc adapting them)."""
         try:
             libc = ctypes.CDLL("libc.so.6")
             return (libc.mallopt(cls.M_MMAP_THRESHOLD, 2**30) == 1
-                    and libc.mallopt(cls.M_TRIM_THRESHOLD, 2**31 - 1) == 1)   # mallopt takes a C int
+                    and libc.mallopt(cls.M_TRIM_THRESHOLD, -1) == 1)   # -1: never trim the heap
         except (OSError, AttributeError):
             return False
 
@@ -196,10 +125,10 @@ class CpuPeakMemory:
             return None
         gc.collect()
         self.libc.malloc_trim(0)   # free heap pages that are still resident go back to the OS first
-        self._clear()
-        base = self._status("VmRSS")
+        clear_rss_peak()
+        base = proc_status_mb("VmRSS")
         fn()
-        return self._status("VmHWM") - base
+        return proc_status_mb("VmHWM") - base
 
 
 CPU_MEMORY_KIND = ("peak RSS growth during one call (VmHWM reset via /proc/self/clear_refs, minus VmRSS "
@@ -302,14 +231,8 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
     for _ in range(args.warmup):
         step()
     restarted.clear()
-    times: list[float] = []
     c0, s0 = cpu_seconds(), sys_seconds()
-    while len(times) < args.repeats and (not times or sum(times) < args.repeat_budget):
-        sync(device)
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    times = time_calls(step, device, args.repeats, args.repeat_budget, args.min_repeats)
     cpu_used, sys_used = cpu_seconds() - c0, sys_seconds() - s0
     med = statistics.median(times)
     r = {
@@ -317,7 +240,7 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
         "levels": cfg.levels if cfg.kind == "fsq" else None,
         "config": {k: v for k, v in vars(cfg).items() if k != "levels"} if cfg.kind == "vq" else None,
         "n_vectors": args.n, "input_width": q.dim, "lookups": args.n * getattr(q, "tokens_per_position", 1),
-        "params": sum(p.numel() for p in q.parameters()),
+        "params": count(q),
         "times_s": times, "repeats": len(times), "median_s": med, "min_s": min(times),
         "vectors_per_s": args.n / med,
         "cpu_utilisation": cpu_used / sum(times) / torch.get_num_threads() if device.type == "cpu" else None,
@@ -353,21 +276,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="vq: latents per distance chunk (default: the config default, "
                          f"{QuantizerConfig().distance_chunk})")
     ap.add_argument("--malloc", choices=["retain", "glibc"], default="retain",
-                    help="CPU: retain = glibc keeps freed memory for reuse (mmap threshold 1 GiB, trim "
-                         "threshold 2 GiB), timings are compute and independent of order; glibc = leave "
-                         "glibc's adaptive defaults, page faults included (default: %(default)s)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                    help="auto = CUDA when available (default: %(default)s)")
+                    help="CPU: retain = glibc keeps freed memory for reuse (mmap threshold 1 GiB, no heap "
+                         "trimming), timings are compute and independent of order; glibc = leave glibc's "
+                         "adaptive defaults, page faults included (default: %(default)s)")
+    add_device_arg(ap)
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
-    ap.add_argument("--repeats", type=int, default=10, help="timed calls, median (default: %(default)s)")
-    ap.add_argument("--repeat-budget", type=float, default=2.0,
-                    help="stop repeating an option once this many seconds are spent, at least 1 call "
-                         "(default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path (default: %(default)s)")
+    add_repeat_args(ap, "option", repeats=10, budget_s=2.0, repeats_help="timed calls, median")
+    add_threads_out_args(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
     if args.n < 1 or args.dim < 1 or args.repeats < 1 or args.warmup < 0:
         ap.error("--n, --dim and --repeats must be >= 1, --warmup >= 0")
+    args.min_repeats = max(1, min(args.min_repeats, args.repeats))
     if args.distance_chunk is not None and args.distance_chunk < 1:
         ap.error("--distance-chunk must be >= 1")
     options = OPTIONS
@@ -382,17 +301,12 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--dim {args.dim} is not divisible by the {fields['channels']} channels of {name!r}")
     sizes = {"small": SIZES[:1], "large": SIZES[1:], "both": SIZES}[args.sizes]
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device = setup_device(args)
     malloc = "n/a (CUDA caching allocator)" if device.type == "cuda" else "glibc defaults (adaptive)"
     if device.type == "cpu" and args.malloc == "retain":
-        malloc = ("retain: glibc mmap threshold 1 GiB, trim threshold 2 GiB" if CpuPeakMemory.retain_freed_memory()
+        malloc = ("retain: glibc mmap threshold 1 GiB, heap trimming off" if CpuPeakMemory.retain_freed_memory()
                   else "glibc defaults (retain failed: not glibc?)")
-    started = dt.datetime.now(dt.timezone.utc)
-    load_before = loadavg()
-    print(f"device: {device_description(device)}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"load average before: {load_before}", flush=True)
+    started, load_before = start_run(device)
     chunk = args.distance_chunk or QuantizerConfig().distance_chunk
     print(f"N = {args.n} latent vectors, vq dim {args.dim}, distance chunk {chunk}, float32, forward + backward "
           f"in train mode; malloc: {malloc}", flush=True)
@@ -415,45 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - t_all
     load_after = loadavg()
 
-    mem_col = "peak GPU MB" if device.type == "cuda" else "peak RSS MB"
+    mem_col = mem_column(device)
     rows = [[r["option"], str(r["codebook_size"]), str(r["n_vectors"]), str(r["lookups"]),
-             f"{r['median_s'] * 1000:.2f}", f"{r['vectors_per_s']:.3g}", _fmt(r["peak_memory_mb"], ".1f"),
-             _fmt(r["cpu_utilisation"], ".2f"),
-             _fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f")] for r in results]
+             f"{r['median_s'] * 1000:.2f}", f"{r['vectors_per_s']:.3g}", fmt(r["peak_memory_mb"], ".1f"),
+             fmt(r["cpu_utilisation"], ".2f"),
+             fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f")] for r in results]
     print_table(f"Quantiser forward + backward (float32, {device.type})",
                 ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use", "sys %"], rows)
     print(f"\n{mem_col}: {memory_kind}")
-    print(f"wall time {wall:.0f} s; load average (1, 5, 15 min) before {load_before}, after {load_after}")
+    print(wall_line(wall, load_before, load_after))
 
-    report = {
-        "benchmark": "quantizers",
-        "date": started.isoformat(timespec="seconds"),
-        "device": device.type,
-        "device_description": device_description(device),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "python_version": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": load_after,
-        "wall_s": wall,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "peak_memory_kind": memory_kind,
-        "malloc": malloc,
-        "distance_chunk": chunk,
-        "notes": ["random N(0, 1) latents and untrained codebooks: speed and memory only",
-                  "one call = quantizer(z) + backward of mean(z_q^2) + auxiliary loss, train mode, float32",
-                  "multichannel splits each dim-wide vector into `channels` chunks: lookups = channels x N",
-                  "fsq input width is the number of levels (4 or 5), not --dim",
-                  "restart_dead_codes: the EMA usage update runs every call; codes are re-seeded only once "
-                  "they are dead (see restarted_per_call_mean)"],
-        "results": results,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_report(args.out, "quantizers", started, device, load_before, load_after, wall, args,
+                 peak_memory_kind=memory_kind, malloc=malloc, distance_chunk=chunk, notes=NOTES, results=results)
     return 0
 
 
