@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..quantizers.base import usage_from_counts
+
 
 
 def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tensor:
@@ -70,8 +72,6 @@ class ImageAccumulator:
         return {"original": x[0].cpu(), **outputs}
 
     def result(self) -> dict:
-        from .mel_eval import code_usage_metrics
-
         if not self.n:
             raise ValueError("no held-out images to evaluate")
         metrics = {k: v / self.n for k, v in self.sums.items()}
@@ -81,7 +81,7 @@ class ImageAccumulator:
             real, fake = self.fid_stats
             metrics["rfid"] = (frechet_distance(real.mean, real.cov, fake.mean, fake.cov)
                                if self.n >= 2 else float("nan"))
-        metrics.update(code_usage_metrics(self.code_counts))
+        metrics.update(usage_from_counts(self.code_counts))
         grid = sorted(self.grids)[0]
         metrics.update(token_grid=list(grid), tokens_per_image=math.prod(grid),
                        bits_per_image=math.prod(grid) * self.model.bits_per_token, images=self.n,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..quantizers.base import usage_from_counts
 from .plots import save_spectrograms, spectrogram_figure
 
 
@@ -45,18 +46,10 @@ class MelAccumulator:
             raise ValueError("no held-out clips to evaluate")
         model = self.model
         metrics = {k: v / self.frames for k, v in self.sums.items()}
-        metrics.update(code_usage_metrics(self.code_counts))
+        metrics.update(usage_from_counts(self.code_counts))
         metrics.update(tokens_per_second=model.tokens_per_second, bits_per_second=model.bits_per_second,
                        clips=self.clips, seconds=self.frames / model.config.model.mel.frames_per_second)
         return metrics
-
-
-def code_usage_metrics(counts: torch.Tensor) -> dict:
-    """Usage (fraction of codes seen), perplexity and codes used, from a (K,) histogram."""
-    probs = counts.double() / counts.sum().clamp(min=1)
-    entropy = float(-(probs[probs > 0] * probs[probs > 0].log()).sum())
-    return {"codebook_usage": float((counts > 0).double().mean()), "perplexity": math.exp(entropy),
-            "codes_used": int((counts > 0).sum()), "codebook_size": int(counts.numel())}
 
 
 def evaluate_mels(model, mels: list[torch.Tensor], max_frames: int | None = None) -> tuple[dict, list[dict]]:

@@ -9,6 +9,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch
+
+from ..quantizers.base import usage_from_counts
 
 # Bookkeeping, not losses or quality: never plotted by default.
 IGNORED = {"step", "time", "lr", "steps_per_s", "codebook_size", "tokens_per_image", "bits_per_image",
@@ -30,20 +33,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def usage_stats_from_counts(counts: np.ndarray) -> dict[str, float]:
-    """Used fraction, codes used and perplexity (exp of code entropy) of a (K,) count vector."""
-    c = np.asarray(counts, dtype=np.float64).reshape(-1)
-    total = c.sum()
-    p = c / total if total > 0 else c
-    nz = p[p > 0]
-    return {"used": int((c > 0).sum()), "size": int(c.size), "usage": float((c > 0).mean()) if c.size else 0.0,
-            "perplexity": float(np.exp(-(nz * np.log(nz)).sum())) if nz.size else 0.0}
-
-
 def usage_histogram(counts: np.ndarray, path: Path) -> Path:
     """How often each code is used, codes sorted by count (descending), log y axis."""
     c = np.sort(np.asarray(counts, dtype=np.float64).reshape(-1))[::-1]
-    s = usage_stats_from_counts(c)
+    u = usage_from_counts(torch.from_numpy(c.copy()))
+    s = {"used": u["codes_used"], "size": u["codebook_size"], "usage": u["codebook_usage"], "perplexity": u["perplexity"]}
     fig, ax = plt.subplots(figsize=(9, 3.2))
     used = c[c > 0]
     if used.size:

@@ -1,6 +1,7 @@
 """The interface every quantiser implements (FSQ now; codebook VQ variants plug in here)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -37,3 +38,13 @@ def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | 
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
     return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+
+
+def usage_from_counts(counts: torch.Tensor) -> dict:
+    """Usage (fraction of codes seen), perplexity and codes used, from a (K,) assignment histogram
+    accumulated over a whole evaluation set."""
+    counts = torch.as_tensor(counts).reshape(-1)
+    probs = counts.double() / counts.sum().clamp(min=1)
+    nz = probs[probs > 0]
+    return {"codebook_usage": float((counts > 0).double().mean()), "perplexity": math.exp(float(-(nz * nz.log()).sum())),
+            "codes_used": int((counts > 0).sum()), "codebook_size": int(counts.numel())}
