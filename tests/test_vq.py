@@ -9,7 +9,6 @@ import time
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from vqkit.config import QuantizerConfig
 from vqkit.quantizers import VectorQuantizer, build_quantizer

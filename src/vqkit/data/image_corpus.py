@@ -168,14 +168,3 @@ class ImageCropBatches(Dataset):
             crop = _as_float(img[:, top: top + s, left: left + s])
             x[row] = crop.flip(-1) if flip else crop
         return x, torch.ones(self.batch_size, 1)
-
-
-def center_crop_batch(images: Sequence[torch.Tensor], size: int) -> torch.Tensor:
-    """Deterministic evaluation batch: each image upscaled if small, then its central size x size."""
-    out = []
-    for img in images:
-        img = fit_min_side(img, size)
-        h, w = img.shape[1:]
-        top, left = (h - size) // 2, (w - size) // 2
-        out.append(img[:, top: top + size, left: left + size])
-    return torch.stack(out)

@@ -8,8 +8,6 @@ reconstruction, perceptual and adversarial losses. The discriminators stay in tr
 """
 from __future__ import annotations
 
-import json
-import math
 import time
 from pathlib import Path
 from typing import Callable
