@@ -273,7 +273,7 @@ def discriminator(trainer: Any) -> torch.nn.Module | None:
 def drop_training_state(trainer: Any) -> None:
     """Before timing inference: the generator in eval mode, optimiser state and discriminators freed."""
     trainer.raw_model.eval()
-    trainer.opt_g = trainer.opt_d = trainer.disc = None
+    trainer.opt_g = trainer.opt_d = trainer.disc = trainer.d_pair = None
 
 
 # ---- command line ----------------------------------------------------------------------------

@@ -269,9 +269,15 @@ class DataConfig:
     random_flip: bool = True        # images: horizontal flips
     valid_fraction: float = 0.05    # held out by file-name hash when no --valid-data is given
     num_workers: int = 0
+    feature_cache: str | None = None  # mel models: directory of log-mels computed once and reused; None = off
+    feature_cache_dtype: str = "float32"  # "float32" (exact) or "float16" (half the disk; ~1e-3 nats off)
 
     def validate(self) -> None:
         _check(self.segment_frames >= 8, "data.segment_frames", "must be >= 8")
+        _check(self.feature_cache is None or (isinstance(self.feature_cache, str) and self.feature_cache.strip() != ""),
+               "data.feature_cache", "must be a directory path (a non-empty string) or null")
+        _check(self.feature_cache_dtype in ("float32", "float16"), "data.feature_cache_dtype",
+               "must be 'float32' or 'float16'")
         _check(self.image_size >= 8, "data.image_size", "must be >= 8")
         _check(self.min_seconds >= 0, "data.min_seconds", "must be >= 0")
         _check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
@@ -281,7 +287,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     steps: int = 1000
-    batch_size: int = 16
+    batch_size: int = 16            # per process and micro-batch
     seed: int = 0
     log_every: int = 25
     eval_every: int = 250           # held-out loss + reconstruction samples
@@ -293,6 +299,10 @@ class TrainConfig:
     max_nonfinite_steps: int = 20   # consecutive skipped (NaN/Inf) steps before training stops
     phase: int = 1                  # 2: SeQ-GAN phase 2, fine-tune the decoder with encoder and codebook frozen
     init_from: str | None = None    # phase 2: the phase-1 checkpoint (or run directory) to start from
+    grad_accum_steps: int = 1       # micro-batches per optimiser step (global batch = batch_size x this x processes)
+    ema_decay: float = 0.0          # > 0: EMA of the generator's weights, used for eval and export (e.g. 0.999)
+    compile: bool = False           # torch.compile the model's forward (GPU: faster after a warm-up)
+    keep_best: bool = True          # also keep the best held-out checkpoint (checkpoints/best)
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", "must be >= 1")
@@ -302,6 +312,8 @@ class TrainConfig:
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be 'fp32' or 'bf16'")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be 'auto', 'cpu' or 'cuda'")
         _check(self.phase in (1, 2), "train.phase", "must be 1 or 2")
+        _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
+        _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 = off)")
 
 
 @dataclass

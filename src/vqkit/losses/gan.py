@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_mean_
+
 Heads = list[tuple[torch.Tensor, list[torch.Tensor]]]
 
 
@@ -33,7 +35,9 @@ def lecam(real: Heads, fake: Heads, heads: list, weights: list[float], decay: fl
     """LeCam regulariser; updates each head's EMA buffers (lecam_real / lecam_fake) in place."""
     total = 0.0
     for w, head, (r, _), (f, _) in zip(weights, heads, real, fake):
-        r_mean, f_mean = r.detach().float().mean(), f.detach().float().mean()
+        # the global batch's means: every process keeps the same EMAs under DDP
+        r_mean = all_reduce_mean_(r.detach().float().mean())
+        f_mean = all_reduce_mean_(f.detach().float().mean())
         head.lecam_real.mul_(decay).add_((1 - decay) * r_mean)
         head.lecam_fake.mul_(decay).add_((1 - decay) * f_mean)
         total = total + w * (F.relu(r.float() - head.lecam_fake).pow(2).mean()

@@ -14,6 +14,20 @@ from . import gan as G
 from .reconstruction import l1, mse
 
 
+class RealFakeDiscriminator(nn.Module):
+    """The discriminator on real and fake in ONE call. Under DDP a module may run forward only once
+    per backward (a second call would break gradient reduction), so this pair is what gets wrapped;
+    the two inputs still pass through the discriminator separately (its minibatch statistics never
+    mix real and fake)."""
+
+    def __init__(self, disc: nn.Module):
+        super().__init__()
+        self.disc = disc
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor):
+        return self.disc(real), self.disc(fake)
+
+
 class Objective:
     def __init__(self, cfg: LossConfig, perceptual: nn.Module | None = None):
         self.cfg = cfg
@@ -40,10 +54,11 @@ class Objective:
             out_loss = out_loss + c.perceptual * logs["perceptual"]
         return draft_loss, out_loss, logs
 
-    def discriminator(self, disc, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def discriminator(self, pair, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """pair: a RealFakeDiscriminator, possibly wrapped for DDP."""
         c = self.cfg
-        raw = getattr(disc, "module", disc)
-        d_real, d_fake = disc(real), disc(fake.detach())
+        raw = getattr(pair, "module", pair).disc
+        d_real, d_fake = pair(real, fake.detach())
         loss = G.d_loss(d_real, d_fake, raw.head_weights, c.gan_loss)
         logs = {}
         if c.lecam > 0:
@@ -54,8 +69,9 @@ class Objective:
 
     def adversarial(self, disc, real: torch.Tensor, fake: torch.Tensor, recon_loss: torch.Tensor,
                     last_layer: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+        """disc: the bare discriminator (its weights are frozen here; no DDP wrapper needed)."""
         c = self.cfg
-        raw = getattr(disc, "module", disc)
+        raw = disc
         g_fake = disc(fake)
         logs = {"g_adv": G.g_loss(g_fake, raw.head_weights, c.gan_loss)}
         weight = torch.tensor(c.gan, device=fake.device)

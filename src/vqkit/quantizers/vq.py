@@ -10,6 +10,9 @@
 - dead-code restart: codes whose EMA assignment count falls below a threshold are re-seeded from
   latents of the current batch.
 
+Under multi-process training the usage counts and the entropy term's soft usage are summed over
+processes and restarted codes come from process 0, so every replica keeps the same codebook.
+
 Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
 is ever held (see `_soft_usage` for the entropy term). Always computed in float32.
 """
@@ -21,6 +24,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import QuantizerConfig
+from ..distributed import all_reduce_sum_, broadcast_, differentiable_sum
 from .base import Quantizer, QuantizerOutput, usage_stats
 
 
@@ -106,25 +110,27 @@ class VectorQuantizer(Quantizer):
         for s in range(0, h.shape[0], step):
             total = total + checkpoint(_chunk_soft_usage, h[s:s + step], e, e_sq, w[s:s + step],
                                        self.cfg.entropy_temperature, use_reentrant=False)
-        return total / w.sum().clamp(min=1)
+        # the global batch's usage: with DDP, one process's half-batch would give another entropy
+        return differentiable_sum(total) / all_reduce_sum_(w.sum().detach()).clamp(min=1)
 
     @torch.no_grad()
     def _restart_dead(self, h: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor) -> int:
         """EMA of per-code assignment counts; re-seed dead codes from this batch's latents."""
         cfg = self.cfg
-        counts = torch.bincount(idx[keep], minlength=self.codebook_size).float()
+        counts = all_reduce_sum_(torch.bincount(idx[keep], minlength=self.codebook_size).float())
         self.usage_ema.mul_(cfg.usage_decay).add_(counts, alpha=1 - cfg.usage_decay)
         dead = (self.usage_ema < cfg.dead_code_threshold).nonzero().squeeze(-1)
-        candidates = h[keep]
-        if dead.numel() == 0 or candidates.shape[0] == 0:
+        if dead.numel() == 0:   # the same answer in every process: usage_ema is global
             return 0
         n = dead.numel()
+        candidates = h[keep]
+        new = self.codebook.data[dead].float()   # a process without latents keeps the old rows
         if candidates.shape[0] >= n:   # distinct latents when there are enough of them
-            pick = torch.randperm(candidates.shape[0], device=h.device)[:n]
-        else:
-            pick = torch.randint(candidates.shape[0], (n,), device=h.device)
+            new = candidates[torch.randperm(candidates.shape[0], device=h.device)[:n]]
+        elif candidates.shape[0] > 0:
+            new = candidates[torch.randint(candidates.shape[0], (n,), device=h.device)]
         # h lives in code space (projected, normalised), so the new rows are valid codes as they are
-        self.codebook.data[dead] = candidates[pick].to(self.codebook.dtype)
+        self.codebook.data[dead] = broadcast_(new.contiguous()).to(self.codebook.dtype)
         self.usage_ema[dead] = self._neutral_usage()
         return n
 

@@ -12,15 +12,16 @@ from ..models.tokenizer import WEIGHTS_NAME, Tokenizer, resolve_checkpoint_dir
 FROZEN_IN_PHASE_2 = ("encoder", "quantizer")
 
 
-def make_batches(cfg: Config, model: Tokenizer, items: list[torch.Tensor]):
+def make_batches(cfg: Config, model: Tokenizer, items: list[torch.Tensor], batch_size: int):
+    """Step-indexed global batches of `batch_size` rows (all processes' micro-batches together)."""
     t, d = cfg.train, cfg.data
     if cfg.model.modality == "image":
         from ..data.image_corpus import ImageCropBatches
 
-        return ImageCropBatches(items, d.image_size, t.batch_size, t.seed, d.random_flip)
+        return ImageCropBatches(items, d.image_size, batch_size, t.seed, d.random_flip)
     from ..data.crops import MelCropBatches
 
-    return MelCropBatches(items, d.segment_frames, t.batch_size, t.seed, model.frontend.silence_level)
+    return MelCropBatches(items, d.segment_frames, batch_size, t.seed, model.frontend.silence_level)
 
 
 def make_discriminator(cfg: Config) -> nn.Module | None:

@@ -7,16 +7,33 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.files import write_atomically
+
 
 class MetricsLog:
-    def __init__(self, run_dir: Path, enabled: bool = True):
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None):
+        """resume_step: a run resumed from the checkpoint of this step forgets what it logged after
+        it (those steps are trained again), in metrics.jsonl and in TensorBoard."""
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
         if enabled:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+            if resume_step is not None and self.path.exists():
+                self._truncate_after(resume_step)
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=resume_step or None)
+
+    def _truncate_after(self, step: int) -> None:
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):   # a line cut short by a crash
+                continue
+        text = "".join(line + "\n" for line in kept)
+        write_atomically(self.path, lambda tmp: Path(tmp).write_text(text), ".jsonl")
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -24,7 +41,7 @@ class MetricsLog:
         scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
         record = {"step": step, "split": split, "time": round(time.time(), 3),
                   **{k: (round(scalars[k], 6) if k in scalars else v) for k, v in values.items()}}
-        with open(self.path, "a") as f:
+        with open(self.path, "a") as f:   # flushed per record: others may follow the file
             f.write(json.dumps(record) + "\n")
         for k, v in scalars.items():   # e.g. a token grid shape is recorded, not plotted
             self._tb.add_scalar(f"{split}/{k}", v, step)

@@ -1,0 +1,268 @@
+"""What every vqkit training run shares (tokenizers and token priors): devices and processes through
+HF accelerate, step-indexed data, gradient accumulation, skipped non-finite steps, EMA weights,
+optional torch.compile, logging, periodic evaluation, complete checkpoints (latest k + best) and
+exact resume.
+
+Data: `batches[step]` is a pure function of (seed, step) and holds the GLOBAL batch of
+batch_size x grad_accum_steps x processes rows; each process takes its own rows and splits them into
+micro-batches. So one process with batch 8 and two processes with batch 4 train on the same samples,
+and a resumed run sees exactly the batches an uninterrupted one would.
+
+A subclass builds its model and optimisers, then implements `train_step(*local_batch)` (returning
+the step's numbers, or None when the step was skipped), `evaluate(metrics)` and `best_value`.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from ..config import ConfigError, OptimConfig, TrainConfig
+from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
+                         save_checkpoint, set_rng_state)
+from .metrics_log import MetricsLog
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on (e.g. repeated non-finite losses); the last good checkpoint is intact."""
+
+
+def warmup(steps: int) -> Callable[[int], float]:
+    return lambda s: min(1.0, (s + 1) / max(1, steps))
+
+
+class LocalRows(Dataset):
+    """This process's rows of the global batch `batches[step]` (every tensor sliced alike)."""
+
+    def __init__(self, batches: Dataset, rank: int, rows: int):
+        self.batches, self.start, self.rows = batches, rank * rows, rows
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, step: int):
+        return tuple(t[self.start: self.start + self.rows] for t in self.batches[step])
+
+
+class TrainLoop:
+    def __init__(self, train: TrainConfig, optim: OptimConfig, run_dir: str | Path,
+                 log: Callable[[str], None] = print, progress: bool = True):
+        from accelerate import Accelerator
+
+        self.t, self.optim, self.run_dir, self.log, self.progress = train, optim, Path(run_dir), log, progress
+        cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
+        if train.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("train.device=cuda but no CUDA device is available")
+        self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if train.precision == "bf16" else "no")
+        if train.compile and self.acc.num_processes > 1 and self.acc.device.type == "cpu":
+            raise ConfigError("train.compile: not supported with several CPU processes (use it on GPUs)")
+        torch.manual_seed(train.seed)
+        self.step = 0
+        self.skipped_steps = 0
+        self.best_value: float | None = None
+        self.ema = None
+        self.last_losses: dict[str, float] = {}
+
+    # ---- set-up helpers for subclasses ---------------------------------------------------
+    @property
+    def global_batch(self) -> int:
+        return self.t.batch_size * self.t.grad_accum_steps * self.acc.num_processes
+
+    def local_batches(self, batches: Dataset) -> Dataset:
+        return LocalRows(batches, self.acc.process_index, self.t.batch_size * self.t.grad_accum_steps)
+
+    def start_ema(self, model: nn.Module) -> None:
+        """Keep an exponential moving average of `model` (weights and buffers) when train.ema_decay > 0."""
+        if self.t.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.t.ema_decay), use_buffers=True)
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        return torch.compile(module) if self.t.compile else module
+
+    def micro_batches(self, *tensors: torch.Tensor | None) -> list[tuple]:
+        """Split this process's rows into train.grad_accum_steps equal micro-batches."""
+        k = self.t.grad_accum_steps
+        parts = [t.chunk(k) if t is not None else [None] * k for t in tensors]
+        return list(zip(*parts))
+
+    def sync_unless_last(self, i: int, n: int, *modules: nn.Module):
+        """No DDP gradient all-reduce until the last micro-batch of a step."""
+        if i == n - 1:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        for m in modules:
+            stack.enter_context(self.acc.no_sync(m))
+        return stack
+
+    def apply(self, opt, sched, params) -> torch.Tensor:
+        """Clip and step when the gradient is finite everywhere (after DDP's all-reduce every process
+        sees the same norm, so all agree); always clears the gradients. Returns the norm."""
+        clip = self.optim.grad_clip
+        norm = self.acc.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        if torch.isfinite(norm):
+            opt.step()
+            sched.step()
+        opt.zero_grad(set_to_none=True)
+        return norm
+
+    # ---- state ---------------------------------------------------------------------------
+    def export_model(self) -> nn.Module:
+        """The model a checkpoint's model.safetensors holds: the EMA weights when enabled."""
+        return self.ema.module if self.ema is not None else self.raw_model
+
+    def checkpoint_modules(self) -> dict[str, nn.Module]:
+        """Further weights a complete checkpoint needs (discriminators, the online weights under EMA)."""
+        return {"online_model": self.raw_model} if self.ema is not None else {}
+
+    def train_state(self) -> dict:
+        s = {"step": self.step, "skipped_steps": self.skipped_steps, "best_value": self.best_value,
+             "rng": rng_state(), "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+             "schedulers": {k: s.state_dict() for k, s in self.schedulers().items()}}
+        if self.ema is not None:
+            s["ema_n_averaged"] = self.ema.n_averaged
+        return s
+
+    def save(self) -> Path | None:
+        """Write a checkpoint (process 0 writes; the others wait). Raises CheckpointError, with the
+        previous checkpoint intact, when the disk refuses."""
+        path = None
+        try:
+            if self.acc.is_main_process:
+                path = save_checkpoint(self.run_dir, self.step, self.export_model(), self.checkpoint_modules(),
+                                       self.train_state(), self.t.keep_last)
+        finally:   # also when the save failed: no process may be left waiting at a collective
+            self.acc.wait_for_everyone()
+        return path
+
+    def resume(self, checkpoint: str | Path | None = None) -> bool:
+        ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            self.log(f"no checkpoint in {self.run_dir}/checkpoints: starting from scratch")
+            return False
+        s = load_checkpoint(ckpt, self.export_model(), self.checkpoint_modules())
+        for k, o in self.optimizers().items():
+            o.load_state_dict(s["optimizers"][k])
+        for k, sc in self.schedulers().items():
+            sc.load_state_dict(s["schedulers"][k])
+        if self.ema is not None:
+            self.ema.n_averaged.copy_(s["ema_n_averaged"])
+        self.step, self.skipped_steps, self.best_value = s["step"], s["skipped_steps"], s["best_value"]
+        set_rng_state(s["rng"])
+        self.log(f"resumed from {ckpt} at step {self.step}")
+        return True
+
+    # ---- the loop ------------------------------------------------------------------------
+    def fit(self, resume: bool | str = False) -> dict:
+        """resume: False, True / "auto" (the newest complete checkpoint, or a fresh start), or a path."""
+        t = self.t
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.resume(None if resume in (True, "auto") else resume)
+        if self.acc.is_main_process:
+            self.save_config()
+        metrics = MetricsLog(self.run_dir, enabled=self.acc.is_main_process, resume_step=self.step)
+        loader = torch.utils.data.DataLoader(
+            self.batches, batch_size=None, sampler=range(self.step, t.steps), num_workers=self.num_workers,
+            pin_memory=self.acc.device.type == "cuda",
+            # Its own generator: creating the iterator must not draw from the global RNG (dropout),
+            # or a resumed run would diverge from an uninterrupted one.
+            generator=torch.Generator().manual_seed(t.seed))
+        bar = tqdm(total=t.steps, initial=self.step, desc="train", dynamic_ncols=True,
+                   disable=not (self.progress and self.acc.is_main_process))
+        window: dict[str, list[float]] = {}
+        consecutive_bad, t0, last, start = 0, time.time(), {}, self.step
+        try:
+            for batch in loader:
+                batch = tuple(x.to(self.acc.device, non_blocking=True) for x in batch)
+                values = self.train_step(*batch)
+                if values is None:
+                    consecutive_bad += 1
+                    self.skipped_steps += 1
+                    if consecutive_bad >= t.max_nonfinite_steps:
+                        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items())
+                        raise TrainingStopped(
+                            f"stopped at step {self.step}: {consecutive_bad} consecutive steps had non-finite "
+                            f"losses or gradients (last: {shown}); last good checkpoint: "
+                            f"{latest_checkpoint(self.run_dir)}")
+                    continue
+                consecutive_bad = 0
+                for k, v in values.items():
+                    window.setdefault(k, []).append(v)
+                bar.update(self.step - bar.n)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    last = {k: sum(v) / len(v) for k, v in window.items()}
+                    window = {}
+                    last["lr"] = next(iter(self.schedulers().values())).get_last_lr()[0]
+                    last["steps_per_s"] = (self.step - start) / max(1e-9, time.time() - t0)
+                    last["samples_per_s"] = last["steps_per_s"] * self.global_batch
+                    metrics.write(self.step, "train", last)
+                    bar.set_postfix({k: f"{last[k]:.3f}" for k in self.progress_keys if k in last})
+                if self.step % t.eval_every == 0 or self.step == t.steps:
+                    self._evaluate_and_keep_best(metrics)
+                if self.step == t.steps:
+                    self.save()   # the final checkpoint must exist: an error here ends the run
+                elif self.step % t.save_every == 0:
+                    try:
+                        self.save()
+                    except CheckpointError as e:   # e.g. disk full: keep training, try again later
+                        self.log(f"warning: {e}")
+        except KeyboardInterrupt:
+            self.log(f"interrupted at step {self.step}: saving a checkpoint to resume from")
+            self.save()
+            raise
+        finally:
+            bar.close()
+            metrics.close()
+        if self.skipped_steps:
+            self.log(f"{self.skipped_steps} step(s) were skipped for non-finite losses or gradients")
+        return last
+
+    def _evaluate_and_keep_best(self, metrics: MetricsLog) -> None:
+        results = self.evaluate(metrics) if self.acc.is_main_process else None
+        value = self.best_of(results) if results else None
+        improved = value is not None and (self.best_value is None or value < self.best_value)
+        if improved:
+            self.best_value = value
+            if self.t.keep_best:
+                try:
+                    save_best(self.run_dir, self.step, self.export_model(), self.checkpoint_modules(),
+                              self.train_state(), self.t.keep_last)
+                except CheckpointError as e:
+                    self.log(f"warning: {e}")
+        self.acc.wait_for_everyone()
+
+    # ---- provided by subclasses ----------------------------------------------------------
+    progress_keys: tuple[str, ...] = ()
+    num_workers: int = 0
+    batches: Dataset
+
+    @property
+    def raw_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def schedulers(self) -> dict:
+        raise NotImplementedError
+
+    def save_config(self) -> None:
+        raise NotImplementedError
+
+    def train_step(self, *batch: torch.Tensor) -> dict[str, float] | None:
+        raise NotImplementedError
+
+    def evaluate(self, metrics: MetricsLog) -> dict | None:
+        return None
+
+    def best_of(self, results: dict) -> float | None:
+        """The held-out number (lower is better) that picks the best checkpoint."""
+        return None
