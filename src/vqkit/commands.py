@@ -47,19 +47,44 @@ def corpus_items(corpus) -> list[torch.Tensor]:
     return list(corpus.images) if hasattr(corpus, "images") else [c.mel for c in corpus.clips]
 
 
+def _corpus_and_items(cfg, folder: str):
+    """(corpus, items) of a folder: with data.feature_cache, log-mels cached on disk and memory-mapped."""
+    if not cfg.data.feature_cache:
+        corpus = load_corpus(cfg, folder)
+        return corpus, corpus_items(corpus)
+    if cfg.model.modality == "image":
+        from .config import ConfigError
+
+        raise ConfigError("data.feature_cache: applies to mel (audio) models only; remove it for image models")
+    from .data.feature_cache import cached_mel_corpus
+    from .frontends.mel import MelFrontend
+
+    corpus = cached_mel_corpus(folder, MelFrontend(cfg.model.mel), cfg.data.feature_cache,
+                               min_seconds=cfg.data.min_seconds, max_seconds=cfg.data.max_seconds, log=log,
+                               dtype=cfg.data.feature_cache_dtype)
+    return corpus, corpus.mels
+
+
+def _pick(items, indices: list[int]):
+    return items.subset(indices) if hasattr(items, "subset") else [items[i] for i in indices]
+
+
 def _load_corpora(cfg, data: str, valid_data: str | None):
     from .data.audio_corpus import split_by_hash
 
-    corpus = load_corpus(cfg, data)
-    train = corpus_items(corpus)
+    corpus, train = _corpus_and_items(cfg, data)
     if valid_data:
-        valid = corpus_items(load_corpus(cfg, valid_data))
+        valid = _corpus_and_items(cfg, valid_data)[1]
     elif cfg.data.valid_fraction > 0 and len(train) >= 2:
         tr, va = split_by_hash(corpus.relative_paths(), cfg.data.valid_fraction)
-        train, valid = [train[i] for i in tr], [train[i] for i in va]
+        train, valid = _pick(train, tr), _pick(train, va)
         log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
+    if cfg.data.feature_cache:
+        from .data.feature_cache import AsTensors
+
+        valid = AsTensors(valid)   # held-out clips are evaluated whole, as tensors
     return train, valid
 
 
