@@ -49,12 +49,15 @@ def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | N
     return path
 
 
-def load_tokens(path: str | Path, tokenizer=None) -> tuple[np.ndarray, dict]:
-    """Read tokens and their sidecar; with `tokenizer`, refuse tokens made by another one."""
+def load_tokens(path: str | Path, tokenizer=None, mmap: bool = False) -> tuple[np.ndarray, dict]:
+    """Read tokens and their sidecar; with `tokenizer`, refuse tokens made by another one.
+
+    mmap: return a read-only np.memmap (pages read on use), so a large token corpus costs no memory
+    up front; the checks are the same (the range check reads the whole file once)."""
     path = Path(path)
     side = sidecar_path(path)
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
         if not isinstance(arr, np.ndarray):   # an .npz archive under an .npy name
             arr.close()
             raise ValueError("an .npz archive, not a single array")
