@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,9 @@ from .config import available_presets, load_config
 
 
 def log(msg: str) -> None:
-    print(msg, flush=True)
+    # under torchrun / accelerate launch every process runs this code; one of them speaks
+    if os.environ.get("RANK", "0") == "0":
+        print(msg, flush=True)
 
 
 def cmd_data(args) -> int:
@@ -107,7 +110,7 @@ def cmd_train(args) -> int:
             else f"{cfg.data.segment_frames} frames")
     log(f"training {cfg.name}: {n_params / 1e6:.2f}M generator parameters, {cfg.train.steps} steps, "
         f"batch {cfg.train.batch_size} x {crop}, device {trainer.acc.device}")
-    trainer.fit(resume=args.resume)
+    trainer.fit(resume=args.resume or False)
     log(f"done: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
     return 0
 

@@ -37,13 +37,25 @@ def all_reduce_mean_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    # d(sum_p x_p)/d(x_q) is the identity, and every process's loss uses the sum: the gradient that
+    # reaches x_q is the sum of all processes' incoming gradients.
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 def differentiable_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum over processes that gradients flow through (each process gets d(sum)/d(its own part))."""
-    if not is_distributed():
-        return t
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(t)
+    return _SumOverProcesses.apply(t) if is_distributed() else t
 
 
 def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
@@ -60,3 +72,12 @@ def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item() > 0)
+
+
+def same_everywhere(value: str) -> bool:
+    """True when every process holds the same `value` (e.g. a hash of its weights)."""
+    if not is_distributed():
+        return True
+    values: list = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)

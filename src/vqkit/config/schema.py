@@ -302,6 +302,7 @@ class TrainConfig:
     grad_accum_steps: int = 1       # micro-batches per optimiser step (global batch = batch_size x this x processes)
     ema_decay: float = 0.0          # > 0: EMA of the generator's weights, used for eval and export (e.g. 0.999)
     compile: bool = False           # torch.compile the model's forward (GPU: faster after a warm-up)
+    compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" traces without code generation
     keep_best: bool = True          # also keep the best held-out checkpoint (checkpoints/best)
 
     def validate(self) -> None:
@@ -312,6 +313,8 @@ class TrainConfig:
         _check(self.precision in ("fp32", "bf16"), "train.precision", "must be 'fp32' or 'bf16'")
         _check(self.device in ("auto", "cpu", "cuda"), "train.device", "must be 'auto', 'cpu' or 'cuda'")
         _check(self.phase in (1, 2), "train.phase", "must be 1 or 2")
+        _check(self.compile_backend in ("inductor", "aot_eager", "eager", "cudagraphs"), "train.compile_backend",
+               "must be 'inductor', 'aot_eager', 'eager' or 'cudagraphs'")
         _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 = off)")
 

@@ -89,6 +89,7 @@ def adaptive_gan_weight(recon_loss: torch.Tensor, gan_loss: torch.Tensor, last_l
     reconstruction's. Both graphs are retained: the caller still backpropagates the total loss."""
     g_rec = torch.autograd.grad(recon_loss, last_layer, retain_graph=True, allow_unused=True)[0]
     g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True, allow_unused=True)[0]
-    n_rec = g_rec.float().norm() if g_rec is not None else last_layer.new_zeros((), dtype=torch.float)
-    n_gan = g_gan.float().norm() if g_gan is not None else last_layer.new_zeros((), dtype=torch.float)
+    # under DDP: the global batch's gradients (their mean over processes), so all use one weight
+    n_rec = all_reduce_mean_(g_rec.float()).norm() if g_rec is not None else last_layer.new_zeros((), dtype=torch.float)
+    n_gan = all_reduce_mean_(g_gan.float()).norm() if g_gan is not None else last_layer.new_zeros((), dtype=torch.float)
     return (n_rec / (n_gan + 1e-4)).clamp(0.0, max_weight).detach()

@@ -24,6 +24,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..config import ConfigError, OptimConfig, TrainConfig
+from ..distributed import all_reduce_mean_, same_everywhere
+from ..models.tokenizer import state_hash
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
 from .metrics_log import MetricsLog
@@ -54,11 +56,15 @@ class TrainLoop:
     def __init__(self, train: TrainConfig, optim: OptimConfig, run_dir: str | Path,
                  log: Callable[[str], None] = print, progress: bool = True):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
         self.t, self.optim, self.run_dir, self.log, self.progress = train, optim, Path(run_dir), log, progress
         cpu = train.device == "cpu" or (train.device == "auto" and not torch.cuda.is_available())
         if train.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("train.device=cuda but no CUDA device is available")
+        # accelerate keeps one global state per process; a second trainer in the same process (a
+        # prior after a tokenizer, tests) may want another precision. The process group is kept.
+        AcceleratorState._reset_state()
         self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if train.precision == "bf16" else "no")
         if train.compile and self.acc.num_processes > 1 and self.acc.device.type == "cpu":
             raise ConfigError("train.compile: not supported with several CPU processes (use it on GPUs)")
@@ -85,7 +91,7 @@ class TrainLoop:
             self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.t.ema_decay), use_buffers=True)
 
     def compiled(self, module: nn.Module) -> nn.Module:
-        return torch.compile(module) if self.t.compile else module
+        return torch.compile(module, backend=self.t.compile_backend) if self.t.compile else module
 
     def micro_batches(self, *tensors: torch.Tensor | None) -> list[tuple]:
         """Split this process's rows into train.grad_accum_steps equal micro-batches."""
@@ -133,6 +139,7 @@ class TrainLoop:
     def save(self) -> Path | None:
         """Write a checkpoint (process 0 writes; the others wait). Raises CheckpointError, with the
         previous checkpoint intact, when the disk refuses."""
+        self.check_replicas()
         path = None
         try:
             if self.acc.is_main_process:
@@ -141,6 +148,17 @@ class TrainLoop:
         finally:   # also when the save failed: no process may be left waiting at a collective
             self.acc.wait_for_everyone()
         return path
+
+    def check_replicas(self) -> None:
+        """Every process must hold the same weights and buffers (codebooks, usage counters, LeCam
+        EMAs): DDP only averages gradients, so state a module changes itself could drift."""
+        if self.acc.num_processes == 1:
+            return
+        modules = {"model": self.raw_model, **self.checkpoint_modules()}
+        digest = ",".join(state_hash(m.state_dict()) for m in modules.values())
+        if not same_everywhere(digest):
+            raise TrainingStopped(f"step {self.step}: the processes' copies of the model differ "
+                                  f"(state hashes {digest} on process {self.acc.process_index})")
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
         ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(self.run_dir)
@@ -198,7 +216,7 @@ class TrainLoop:
                     window.setdefault(k, []).append(v)
                 bar.update(self.step - bar.n)
                 if self.step % t.log_every == 0 or self.step == t.steps:
-                    last = {k: sum(v) / len(v) for k, v in window.items()}
+                    last = self._global_means(window)
                     window = {}
                     last["lr"] = next(iter(self.schedulers().values())).get_last_lr()[0]
                     last["steps_per_s"] = (self.step - start) / max(1e-9, time.time() - t0)
@@ -224,6 +242,12 @@ class TrainLoop:
         if self.skipped_steps:
             self.log(f"{self.skipped_steps} step(s) were skipped for non-finite losses or gradients")
         return last
+
+    def _global_means(self, window: dict[str, list[float]]) -> dict[str, float]:
+        """Window means over every process's rows (each process saw its own part of the batch)."""
+        keys = sorted(window)
+        means = torch.tensor([sum(window[k]) / len(window[k]) for k in keys], dtype=torch.float64)
+        return dict(zip(keys, all_reduce_mean_(means.to(self.acc.device)).tolist()))
 
     def _evaluate_and_keep_best(self, metrics: MetricsLog) -> None:
         results = self.evaluate(metrics) if self.acc.is_main_process else None
