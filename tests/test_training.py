@@ -89,17 +89,19 @@ def test_checkpoint_holds_complete_training_state(tmp_path, synthetic_mels):
         assert torch.equal(head_a.lecam_fake, head_b.lecam_fake)
 
 
-def test_failed_save_keeps_previous_checkpoint(tmp_path, synthetic_mels, monkeypatch):
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), PermissionError(13, "Permission denied")],
+                         ids=["disk-full", "unwritable"])
+def test_failed_save_keeps_previous_checkpoint(tmp_path, synthetic_mels, monkeypatch, error):
     t = run(make_cfg("train.steps=2", "train.save_every=2"), tmp_path, synthetic_mels)
     before = latest_checkpoint(tmp_path)
     files_before = {p.name: p.read_bytes() for p in before.iterdir()}
 
-    def disk_full(*a, **k):
-        raise OSError(28, "No space left on device")
+    def refuse(*a, **k):
+        raise error
 
-    monkeypatch.setattr(ckpt_mod, "save_state", disk_full)
+    monkeypatch.setattr(ckpt_mod, "save_state", refuse)
     t.step = 3
-    with pytest.raises(CheckpointError, match="previous checkpoint kept"):
+    with pytest.raises(CheckpointError, match=f"step_00000003 .*{error.strerror}.*previous checkpoint kept: .*step_00000002"):
         t.save()
     assert latest_checkpoint(tmp_path) == before
     assert {p.name: p.read_bytes() for p in before.iterdir()} == files_before
@@ -123,7 +125,8 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, synthetic_me
             return (mel * float("nan"), mask) if step >= 4 else (mel, mask)
 
     t.batches = Poisoned()
-    with pytest.raises(TrainingStopped, match="3 consecutive steps"):
+    with pytest.raises(TrainingStopped, match=r"stopped at step 7: 3 consecutive steps .*\(last: .*g=nan.*\); "
+                                              r"last good checkpoint: .*step_00000004"):
         t.fit()
     assert t.skipped_steps == 3
     last = latest_checkpoint(tmp_path)
