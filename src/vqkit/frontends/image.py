@@ -37,12 +37,16 @@ def find_image_files(root: str | Path) -> list[Path]:
 # catch_warnings swaps the process-wide filter list; the lock keeps our own threads from restoring
 # each other's filters. Only Image.open runs under it (header parsing), not the decoding.
 _OPEN_LOCK = threading.Lock()
-_LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as Pillow's convert("L")
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
-def _short(err: BaseException) -> str:
+def _short(err: BaseException, path: Path) -> str:
+    """First line of a decoder's message, without the file name the ImageError already starts with."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    first = text[0] if text else ""
+    for quoted in (f" '{path}'", f"'{path}'", f" {path}"):
+        first = first.replace(quoted, "")
+    return f"{type(err).__name__}: {first}"
 
 
 def _open(path: Path) -> Image.Image:
@@ -55,7 +59,7 @@ def _open(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: image too large, possible decompression bomb ({e})", reason="too large") from None
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError (bad PNG chunks), ...
-        raise ImageError(f"{path}: cannot decode image, corrupt or not an image ({_short(e)})") from None
+        raise ImageError(f"{path}: cannot decode image, corrupt or not an image ({_short(e, path)})") from None
     w, h = im.size
     if limit and w * h > limit:  # in case a filter elsewhere silenced the warning
         im.close()
@@ -69,7 +73,7 @@ def _open(path: Path) -> Image.Image:
         upright = ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF, not in the pixels
     except Exception as e:
         im.close()
-        raise ImageError(f"{path}: cannot decode image, truncated or corrupt ({_short(e)})") from None
+        raise ImageError(f"{path}: cannot decode image, truncated or corrupt ({_short(e, path)})") from None
     if upright is not im:  # a copy: close the original, which keeps multi-frame files (GIF, TIFF) open
         im.close()
     im = upright
@@ -78,15 +82,32 @@ def _open(path: Path) -> Image.Image:
     return im
 
 
-def _over_white(rgba: np.ndarray) -> np.ndarray:
-    """Composite (H, W, K+1) float [0, 1] with a trailing alpha channel over a white background:
-    transparent regions become white, as they appear in browsers and viewers."""
-    alpha = rgba[..., -1:]
-    return rgba[..., :-1] * alpha + (1.0 - alpha)
+def _planes(pixels: np.ndarray, scale: float, offset: float = 0.0) -> np.ndarray:
+    """(H, W[, K]) pixels -> float32 (K, H, W) holding (pixels + offset) / scale.
+
+    One conversion pass straight into channel-first float32, then in-place arithmetic: a large image
+    costs its decoded pixels plus one float32 copy, not a chain of float64 temporaries (a 6000x6000
+    photo took 2 GB that way)."""
+    view = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    out = np.array(view, dtype=np.float32, order="C")   # always a fresh, writable copy
+    if offset:
+        out += np.float32(offset)
+    out /= np.float32(scale)   # a division, so full scale maps to exactly 1.0
+    return out
+
+
+def _over_white(planes: np.ndarray) -> np.ndarray:
+    """(K+1, H, W) float32 in [0, 1] with a trailing alpha plane -> (K, H, W) composited over a white
+    background, in place: transparent regions become white, as they appear in browsers and viewers."""
+    color, alpha = planes[:-1], planes[-1:]
+    color -= 1.0          # c * a + (1 - a) == (c - 1) * a + 1
+    color *= alpha
+    color += 1.0
+    return color
 
 
 def _to_unit(im: Image.Image, path: Path) -> np.ndarray:
-    """Pillow image -> float64 (H, W, 1 or 3) in [0, 1], scaled by the mode's full-scale value."""
+    """Pillow image -> float32 (1 or 3, H, W) in [0, 1], scaled by the mode's full-scale value."""
     mode = im.mode
     if mode == "P":  # palette: transparency lives in info, not in a channel
         mode, im = ("RGBA", im.convert("RGBA")) if "transparency" in im.info else ("RGB", im.convert("RGB"))
@@ -96,36 +117,32 @@ def _to_unit(im: Image.Image, path: Path) -> np.ndarray:
         mode = mode.replace("a", "A")
         im = im.convert(mode)
     if mode == "1":
-        arr = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-    elif mode in ("L", "RGB"):
-        arr = np.asarray(im, dtype=np.float64) / 255.0
-    elif mode in ("LA", "RGBA"):
-        arr = _over_white(np.asarray(im, dtype=np.float64) / 255.0)
-    elif mode.startswith("I;16"):  # 16-bit grayscale (PNG, TIFF): full scale is 65535, not 255
-        arr = np.asarray(im).astype(np.float64) / 65535.0
-    elif mode == "I":
+        return _planes(np.asarray(im.convert("L")), 255.0)
+    if mode in ("L", "RGB"):
+        return _planes(np.asarray(im), 255.0)
+    if mode in ("LA", "RGBA"):
+        return _over_white(_planes(np.asarray(im), 255.0))
+    if mode.startswith("I;16"):  # 16-bit grayscale (PNG, TIFF): full scale is 65535, not 255
+        return _planes(np.asarray(im), 65535.0)
+    if mode == "I":
         # 32-bit signed int. Pillow also uses it for 16-bit sources, so values that fit 16 bits are
         # scaled by 65535; otherwise the full int32 range maps to [0, 1].
-        raw = np.asarray(im).astype(np.float64)
+        raw = np.asarray(im)
         if raw.min() >= 0 and raw.max() <= 65535:
-            arr = raw / 65535.0
-        else:
-            arr = (raw + 2.0 ** 31) / (2.0 ** 32 - 1)
-    elif mode == "F":
-        raw = np.asarray(im).astype(np.float64)
+            return _planes(raw, 65535.0)
+        return _planes(raw, 2.0 ** 32 - 1, 2.0 ** 31)
+    if mode == "F":
+        raw = np.asarray(im)
         if not np.isfinite(raw).all():
             raise ImageError(f"{path}: float image has non-finite pixels (NaN or Inf)", reason="non-finite")
         lo, hi = float(raw.min()), float(raw.max())
         # Float images have no standard full scale: [0, 1] is kept, anything else is min-max scaled.
-        arr = raw if lo >= 0 and hi <= 1 else (raw - lo) / max(hi - lo, 1e-12)
-    else:  # CMYK, YCbCr, LAB, HSV, RGBX, I;16 variants Pillow converts itself, ...
-        try:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float64) / 255.0
-        except Exception as e:
-            raise ImageError(f"{path}: unsupported image mode {im.mode!r} ({_short(e)})") from None
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    return arr
+        return _planes(raw, 1.0) if lo >= 0 and hi <= 1 else _planes(raw, max(hi - lo, 1e-12), -lo)
+    try:  # CMYK, YCbCr, LAB, HSV, RGBX, I;16 variants Pillow converts itself, ...
+        rgb = im.convert("RGB")
+    except Exception as e:
+        raise ImageError(f"{path}: unsupported image mode {im.mode!r} ({_short(e, path)})") from None
+    return _planes(np.asarray(rgb), 255.0)
 
 
 def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
@@ -134,7 +151,8 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
     Alpha (RGBA, LA, palette transparency) is composited over white. channels=1 converts colour to
     ITU-R 601-2 luma (like Pillow's "L"); channels=3 repeats grayscale. Multi-frame files (GIF,
     TIFF) give their first frame. Raises ImageError for missing, empty, truncated, corrupt or
-    decompression-bomb-size files.
+    decompression-bomb-size files. Peak memory is about 16 bytes per pixel (decoded pixels plus the
+    float32 result), so every image under Pillow's decompression-bomb limit fits.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -145,15 +163,17 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise ImageError(f"{path}: empty file (0 bytes)", reason="empty")
     im = _open(path)
     try:
-        arr = _to_unit(im, path)
+        planes = _to_unit(im, path)
     finally:
         im.close()
-    if channels == 1 and arr.shape[-1] == 3:
-        arr = arr @ _LUMA[:, None]
-    elif channels == 3 and arr.shape[-1] == 1:
-        arr = np.repeat(arr, 3, axis=-1)
-    out = np.clip(arr, 0.0, 1.0) * 2.0 - 1.0
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1), dtype=np.float32))
+    if channels == 1 and planes.shape[0] == 3:
+        planes = np.tensordot(_LUMA, planes, axes=1)[None]
+    elif channels == 3 and planes.shape[0] == 1:
+        planes = np.repeat(planes, 3, axis=0)
+    np.clip(planes, 0.0, 1.0, out=planes)
+    planes *= 2.0
+    planes -= 1.0
+    return torch.from_numpy(planes)
 
 
 # ---- writing -----------------------------------------------------------------------------------
