@@ -62,7 +62,7 @@ def _read_pyav(path: Path) -> tuple[np.ndarray, int]:
     rate = None
     with av.open(str(path), mode="r") as container:
         if not container.streams.audio:
-            raise AudioError(f"{path}: contains no audio stream")
+            raise AudioError(f"{path}: not an audio file (FFmpeg reads it, but finds no audio stream)")
         stream = container.streams.audio[0]
         for frame in container.decode(stream):
             if rate is None:
@@ -95,13 +95,17 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         raise
     except Exception as av_error:  # av.FFmpegError, OSError, ValueError, ...
         # FFmpeg first: libsndfile's message for unknown formats ("not a regular file") misleads.
-        detail = f"FFmpeg: {_short(av_error)}" + (f"; libsndfile: {_short(sf_error)}" if sf_error else "")
+        detail = f"FFmpeg: {_short(av_error, path)}" + (f"; libsndfile: {_short(sf_error, path)}" if sf_error else "")
         raise AudioError(f"{path}: cannot decode audio, corrupt or not an audio file ({detail})") from None
 
 
-def _short(err: Exception) -> str:
+def _short(err: Exception, path: Path) -> str:
+    """First line of a decoder's message, without the file name the AudioError already starts with."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    first = text[0] if text else ""
+    for quoted in (f": '{path}'", f" '{path}'", f"'{path}'"):
+        first = first.replace(quoted, "")
+    return f"{type(err).__name__}: {first}"
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
