@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -28,8 +29,10 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where + '.' if where else ''}{unknown[0]}: unknown key "
-                          f"(valid keys here: {', '.join(sorted(names))})")
+        prefix = where + "." if where else ""
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key ({hint}valid keys here: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -88,15 +91,32 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def yaml_problem(e: BaseException) -> str:
+    """A YAML error as one line with its position: 'line 3, column 5: mapping values are not
+    allowed here' (PyYAML's own text spans several lines and names '<unicode string>')."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    context = getattr(e, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{context + ': ' if context else ''}{problem}"
+
+
+def read_yaml(path: Path, what: str = "config file") -> dict:
+    """A YAML file's top-level mapping ({} when empty); every failure is a one-line ConfigError
+    naming the file. safe_load only: a YAML file never constructs Python objects."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise ConfigError(f"{path}: no such {what}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) file") from None
+    except OSError as e:   # a directory, no permission, ...
+        raise ConfigError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    try:
+        data = yaml.safe_load(text)
     except Exception as e:  # YAMLError, and the ValueError/KeyError/... of tags like !!int abc
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -116,7 +136,7 @@ def parse_overrides(overrides: list[str]) -> dict:
         except yaml.YAMLError:
             value = raw
         except Exception as e:  # tags such as !!int abc raise ValueError, KeyError, ...
-            raise ConfigError(f"override {item!r}: cannot read the value ({e})") from None
+            raise ConfigError(f"override {item!r}: cannot read the value ({yaml_problem(e)})") from None
         node = nested
         parts = key.strip().split(".")
         for i, p in enumerate(parts[:-1]):
@@ -141,9 +161,9 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         p = PRESET_DIR / f"{preset}.yaml"
         if not p.exists():
             raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available_presets())}")
-        data = _merge(data, _read_yaml(p))
+        data = _merge(data, read_yaml(p))
     if path is not None:
-        data = _merge(data, _read_yaml(Path(path)))
+        data = _merge(data, read_yaml(Path(path)))
     if overrides:
         data = _merge(data, parse_overrides(overrides))
     where = str(path) if path is not None else (f"preset {preset}" if preset else "")
@@ -151,7 +171,19 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         cfg = from_dict(Config, data)
         return cfg.validate()
     except ConfigError as e:
+        where = _override_of(str(e), overrides or []) or where
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
+
+
+def _override_of(message: str, overrides: list[str]) -> str | None:
+    """The command-line override that set the key an error names ('train.stpes: unknown key' ->
+    "override 'train.stpes=3'"), so the message points at what the user typed, not at the preset."""
+    key = message.split(":", 1)[0].split("[", 1)[0].strip()
+    for item in reversed(overrides):
+        name = item.split("=", 1)[0].strip()
+        if "=" in item and (key == name or key.startswith(name + ".")):
+            return f"override {item!r}"
+    return None
 
 
 def config_from_dict(data: dict, where: str = "") -> Config:
