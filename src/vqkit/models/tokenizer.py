@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, save_config
+from ..config.io import read_yaml
 from ..frontends.mel import MelFrontend
 from ..quantizers import build_quantizer
 from .backbones import build_backbone
@@ -206,20 +206,47 @@ class Tokenizer(nn.Module):
         directory (its latest checkpoint)."""
         d = resolve_checkpoint_dir(path)
         cfg_path = d / CONFIG_NAME
-        try:
-            raw = yaml.safe_load(cfg_path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{cfg_path}: not valid YAML: {e}") from None
+        raw = read_yaml(cfg_path, what="checkpoint config")
+        if not raw:   # saved configs are complete: an empty one would silently mean "defaults"
+            raise ConfigError(f"{cfg_path}: empty config; a checkpoint's {CONFIG_NAME} describes its model")
         cfg = config_from_dict(raw, where=str(cfg_path))
         model = cls(cfg)
         weights = d / WEIGHTS_NAME
-        try:
-            state = load_file(str(weights), device=str(map_location))
-        except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{weights}: cannot read weights ({e})") from None
-        load_matching(model, state, f"{weights} (config {cfg_path})")
+        state = read_weights(weights, map_location)
+        article = "an" if cfg.model.modality[0] in "aeiou" else "a"
+        load_matching(model, state, f"{weights} (config {cfg_path}, {article} {cfg.model.modality} model)")
+        bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        if bad:   # a diverged run's weights would decode every token to NaN
+            raise ValueError(f"{weights}: weights contain NaN or Inf ({len(bad)} tensors, e.g. {bad[0]}); "
+                             "did the run that saved them diverge?")
         model._id = model.tokenizer_id   # weights are fixed from here on: hash once
         return model.eval()
+
+
+# First bytes of weight files that are not safetensors, named so the error says what the file is.
+_FOREIGN_MAGIC = ((b"PK\x03\x04", "a zip archive (PyTorch's torch.save format)"),
+                  (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"), (b"GGUF", "a GGUF file"))
+
+
+def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors. Nothing else is read: pickles (torch.save files) would run
+    code on load, so they are named and refused, never opened."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read weights ({e.strerror or e})") from None
+    kind = next((what for magic, what in _FOREIGN_MAGIC if head.startswith(magic)), None)
+    if kind is None and len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        kind = "a Python pickle (legacy torch.save format)"
+    if kind is not None:
+        raise ValueError(f"{path}: cannot read weights: this is {kind}, not safetensors; vqkit never "
+                         "unpickles weights (convert the state dict with safetensors.torch.save_file)")
+    try:
+        return load_file(str(path), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{path}: cannot read weights, not a valid safetensors file ({text})") from None
 
 
 def load_matching(module: nn.Module, state: dict, where: str) -> None:
@@ -254,10 +281,20 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
         return p
     latest = p / "checkpoints" / "latest"
     if latest.is_file():
-        d = p / "checkpoints" / latest.read_text().strip()
-        if (d / WEIGHTS_NAME).is_file():
+        try:
+            name = latest.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            name = ""
+        d = p / "checkpoints" / name
+        if name and (d / WEIGHTS_NAME).is_file():
             return d
+        raise FileNotFoundError(f"{latest}: names checkpoint {name!r}, but {d} holds no {WEIGHTS_NAME} "
+                                "(deleted or never finished?)")
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such checkpoint or run directory")
-    raise FileNotFoundError(f"{p}: not a vqkit checkpoint (expected {CONFIG_NAME} + {WEIGHTS_NAME}, "
-                            "or a run directory with checkpoints/latest)")
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: a file, not a checkpoint directory (pass the folder holding "
+                                f"{CONFIG_NAME} + {WEIGHTS_NAME})")
+    absent = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (p / n).is_file()]
+    raise FileNotFoundError(f"{p}: not a vqkit checkpoint, no {' or '.join(absent)} (expected {CONFIG_NAME} + "
+                            f"{WEIGHTS_NAME}, or a run directory with checkpoints/latest)")
