@@ -1,7 +1,7 @@
 """`vqkit <verb>`: one command line for every tokenizer.
 
     vqkit data demo-speech DIR | demo-images DIR
-    vqkit train --preset mqgan-refiner --data DIR --out RUN [--valid-data DIR] [--resume] [key=value ...]
+    vqkit train --preset mqgan-refiner --data DIR --out RUN [--valid-data DIR] [--resume [auto|CKPT]] [key=value ...]
     vqkit encode CKPT INPUT -o OUT        (file -> tokens.npy, or folder -> folder)
     vqkit decode CKPT TOKENS -o OUT       (tokens.npy -> wav, or folder -> folder)
     vqkit reconstruct CKPT INPUT -o OUT   (audio -> tokens -> audio; file or folder)
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import ConfigError
@@ -23,7 +24,9 @@ def _add_train(sub) -> None:
     p.add_argument("--data", required=True, help="folder of audio files or images (searched recursively)")
     p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's latest checkpoint")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|CKPT",
+                   help="continue the run: `auto` (the default) = its newest complete checkpoint, or a fresh "
+                        "start when there is none (the same command restarts a preempted job); or a checkpoint dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=2000")
 
@@ -73,21 +76,46 @@ def main(argv: list[str] | None = None) -> int:
     # stop at the first flag after a positional list.
     args, extra = parser.parse_known_args(argv)
     if args.verb == "train":
+        if args.resume is not None and "=" in args.resume:   # `--resume train.steps=10`: an override
+            args.overrides.append(args.resume)
+            args.resume = "auto"
         args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
         extra = [e for e in extra if e not in args.overrides]
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from . import commands
-
+    debug = bool(os.environ.get("VQKIT_DEBUG"))   # set it to see the traceback of any error
     try:
+        from . import commands
+
         return getattr(commands, f"cmd_{args.verb}")(args) or 0
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
-        # Known failure modes end with one clear line, not a traceback.
-        print(f"vqkit {args.verb}: error: {e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as e:
+        # Known failure modes (bad files, configs, checkpoints, I/O) end with one clear line, not a traceback.
+        if debug:
+            raise
+        print(f"vqkit {args.verb}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if debug:
+            raise
+        print(f"vqkit {args.verb}: error: needs the Python package {e.name!r}, which is not installed "
+              "(audio: pip install 'vqkit[audio]'; images: pip install 'vqkit[image]')", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # Anything else is a bug: still one line by default, the traceback on request.
+        if debug:
+            raise
+        print(f"vqkit {args.verb}: internal error ({type(e).__name__}: {_one_line(e)}); this is a bug, "
+              "please report it (VQKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line (YAML and torch messages span several)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return "; ".join(lines) or type(e).__name__
 
 
 if __name__ == "__main__":
