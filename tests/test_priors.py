@@ -46,7 +46,7 @@ def test_config_loads_strictly_and_validation_names_the_key():
     for bad, key in [({"kind": "diffusion"}, "kind"), ({"dim": 30, "heads": 4}, "dim"),
                      ({"dim": 12, "heads": 4}, "heads"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"),
                      ({"maskgit_steps": 0}, "maskgit_steps"), ({"num_classes": -1}, "num_classes")]:
-        with pytest.raises(ConfigError, match=f"prior.model.{key}"):
+        with pytest.raises(ConfigError, match=f"model.{key}"):
             PriorModelConfig(**bad).validate()
 
 

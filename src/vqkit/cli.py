@@ -7,6 +7,9 @@
     vqkit reconstruct CKPT INPUT -o OUT   (audio -> tokens -> audio; file or folder)
     vqkit eval CKPT --data DIR --out REPORT
     vqkit info CKPT
+    vqkit train-prior --tokenizer CKPT --tokens DIR --out RUN [--preset prior-gpt|prior-maskgit] [key=value ...]
+    vqkit sample PRIOR -n 16 -o OUT       (tokens sampled from a prior, decoded to images / audio)
+    vqkit visualize-prior PRIOR --tokens DIR -o OUT   (teacher-forced top-1 predictions, NLL, accuracy)
 """
 from __future__ import annotations
 
@@ -17,18 +20,45 @@ import sys
 from .config import ConfigError
 
 
-def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a tokenizer on a folder of audio files or images")
-    p.add_argument("--preset", default=None, help="preset name (see `vqkit info --presets`)")
+def _add_train(sub, prior: bool = False) -> None:
+    if prior:
+        p = sub.add_parser("train-prior", help="train a token prior (GPT or MaskGIT) on `vqkit encode` output")
+        p.add_argument("--preset", default=None, help="prior-gpt (default) or prior-maskgit")
+        p.add_argument("--tokenizer", required=True, help="the tokenizer checkpoint that made the tokens")
+        p.add_argument("--tokens", required=True, help="folder of token files from `vqkit encode`")
+        p.add_argument("--valid-tokens", default=None, help="held-out token folder (default: a hash split)")
+    else:
+        p = sub.add_parser("train", help="train a tokenizer on a folder of audio files or images")
+        p.add_argument("--preset", default=None, help="preset name (see `vqkit info --presets`)")
+        p.add_argument("--data", required=True, help="folder of audio files or images (searched recursively)")
+        p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
     p.add_argument("--config", default=None, help="YAML file merged over the preset")
-    p.add_argument("--data", required=True, help="folder of audio files or images (searched recursively)")
-    p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
     p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
     p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|CKPT",
                    help="continue the run: `auto` (the default) = its newest complete checkpoint, or a fresh "
                         "start when there is none (the same command restarts a preempted job); or a checkpoint dir")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=2000")
+
+
+def _add_prior_verbs(sub) -> None:
+    s = sub.add_parser("sample", help="sample tokens from a prior and decode them to images / audio")
+    v = sub.add_parser("visualize-prior", help="SeQ-GAN's view: teacher-forced top-1 predictions of an AR prior")
+    for p in (s, v):
+        p.add_argument("prior", help="prior checkpoint or run directory")
+        p.add_argument("-o", "--output", required=True, help="output folder (index.html and files)")
+        p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the one the prior recorded)")
+        p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+    s.add_argument("-n", type=int, default=16, help="number of samples")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--temperature", type=float, default=None, help="default: the prior's sample.temperature")
+    s.add_argument("--top-k", type=int, default=None)
+    s.add_argument("--top-p", type=float, default=None)
+    s.add_argument("--steps", type=int, default=None, help="MaskGIT decoding passes (default: model.maskgit_steps)")
+    s.add_argument("--label", default=None, help="class name or index (class-conditional priors)")
+    s.add_argument("--seed", type=int, default=0)
+    v.add_argument("--tokens", required=True, help="held-out token folder from `vqkit encode`")
+    v.add_argument("--examples", type=int, default=6, help="windows decoded side by side")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("out", help="output folder")
     d.add_argument("--source", choices=["auto", "asterisk", "espeak"], default="auto")
     _add_train(sub)
+    _add_train(sub, prior=True)
+    _add_prior_verbs(sub)
     for verb, what in (("encode", "audio/image file or folder -> token .npy files"),
                        ("decode", "token .npy file or folder -> audio/images"),
                        ("reconstruct", "audio/image file or folder -> tokens -> audio/images")):
@@ -75,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after flags (`... train.steps=10 --resume`): argparse alone would
     # stop at the first flag after a positional list.
     args, extra = parser.parse_known_args(argv)
-    if args.verb == "train":
+    if args.verb in ("train", "train-prior"):
         if args.resume is not None and "=" in args.resume:   # `--resume train.steps=10`: an override
             args.overrides.append(args.resume)
             args.resume = "auto"
@@ -85,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(os.environ.get("VQKIT_DEBUG"))   # set it to see the traceback of any error
     try:
-        from . import commands
+        from . import commands, prior_commands
 
-        return getattr(commands, f"cmd_{args.verb}")(args) or 0
+        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior") else commands
+        return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         # Known failure modes (bad files, configs, checkpoints, I/O) end with one clear line, not a traceback.
         if debug:

@@ -149,18 +149,24 @@ def parse_overrides(overrides: list[str]) -> dict:
     return nested
 
 
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+def available_presets(kind: str = "tokenizer") -> list[str]:
+    return sorted(p.stem for p in _preset_dir(kind).glob("*.yaml"))
+
+
+def _preset_dir(kind: str) -> Path:
+    return PRESET_DIR if kind == "tokenizer" else PRESET_DIR / "priors"
 
 
 def load_config(preset: str | None = None, path: str | Path | None = None,
-                overrides: list[str] | None = None) -> Config:
-    """Defaults <- preset <- YAML file <- overrides, validated."""
+                overrides: list[str] | None = None, schema: type = Config) -> Any:
+    """Defaults <- preset <- YAML file <- overrides, validated. schema: Config (tokenizers) or
+    PriorConfig (token priors, presets in presets/priors/)."""
+    kind = "tokenizer" if schema is Config else "prior"
     data: dict = {}
     if preset is not None:
-        p = PRESET_DIR / f"{preset}.yaml"
+        p = _preset_dir(kind) / f"{preset}.yaml"
         if not p.exists():
-            raise ConfigError(f"unknown preset {preset!r}; available: {', '.join(available_presets())}")
+            raise ConfigError(f"unknown preset {preset!r} ({kind}s); available: {', '.join(available_presets(kind))}")
         data = _merge(data, read_yaml(p))
     if path is not None:
         data = _merge(data, read_yaml(Path(path)))
@@ -168,7 +174,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         data = _merge(data, parse_overrides(overrides))
     where = str(path) if path is not None else (f"preset {preset}" if preset else "")
     try:
-        cfg = from_dict(Config, data)
+        cfg = from_dict(schema, data)
         return cfg.validate()
     except ConfigError as e:
         where = _override_of(str(e), overrides or []) or where
@@ -193,5 +199,5 @@ def config_from_dict(data: dict, where: str = "") -> Config:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
+def save_config(cfg: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

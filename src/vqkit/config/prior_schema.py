@@ -5,9 +5,10 @@ Same style as schema.py: a plain dataclass with working defaults, loaded strictl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
-from .schema import ConfigError
+from .schema import ConfigError, TrainConfig
 
 PRIOR_KINDS = ("gpt", "maskgit")
 
@@ -28,22 +29,85 @@ class PriorModelConfig:
     maskgit_temperature: float = 4.5  # initial Gumbel temperature on confidences, annealed linearly to 0
 
     def validate(self) -> "PriorModelConfig":
-        _check(self.kind in PRIOR_KINDS, "kind", f"unknown prior {self.kind!r}; available: {', '.join(PRIOR_KINDS)}")
-        _check(self.dim >= 1, "dim", "must be >= 1")
-        _check(self.heads >= 1, "heads", "must be >= 1")
-        _check(self.dim % self.heads == 0, "dim", f"{self.dim} is not divisible by heads={self.heads}")
-        _check((self.dim // self.heads) % 2 == 0, "heads",
+        _check(self.kind in PRIOR_KINDS, "model.kind", f"unknown prior {self.kind!r}; available: {', '.join(PRIOR_KINDS)}")
+        _check(self.dim >= 1, "model.dim", "must be >= 1")
+        _check(self.heads >= 1, "model.heads", "must be >= 1")
+        _check(self.dim % self.heads == 0, "model.dim", f"{self.dim} is not divisible by heads={self.heads}")
+        _check((self.dim // self.heads) % 2 == 0, "model.heads",
                f"head width dim / heads = {self.dim // self.heads} must be even for rotary embeddings")
-        _check(self.depth >= 1, "depth", "must be >= 1")
-        _check(self.mlp_hidden is None or self.mlp_hidden >= 1, "mlp_hidden", "must be >= 1 or null")
-        _check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        _check(self.num_classes >= 0, "num_classes", "must be >= 0 (0 = unconditional)")
-        _check(self.rope_base > 1, "rope_base", "must be > 1")
-        _check(self.maskgit_steps >= 1, "maskgit_steps", "must be >= 1")
-        _check(self.maskgit_temperature >= 0, "maskgit_temperature", "must be >= 0")
+        _check(self.depth >= 1, "model.depth", "must be >= 1")
+        _check(self.mlp_hidden is None or self.mlp_hidden >= 1, "model.mlp_hidden", "must be >= 1 or null")
+        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        _check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = unconditional)")
+        _check(self.rope_base > 1, "model.rope_base", "must be > 1")
+        _check(self.maskgit_steps >= 1, "model.maskgit_steps", "must be >= 1")
+        _check(self.maskgit_temperature >= 0, "model.maskgit_temperature", "must be >= 0")
         return self
 
 
 def _check(ok: bool, key: str, message: str) -> None:
     if not ok:
-        raise ConfigError(f"prior.model.{key}: {message}")
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class PriorDataConfig:
+    crop: list[int] = field(default_factory=lambda: [128])  # mel: [positions]; image: [h, w] token grid
+    class_folders: bool = False     # label = top-level sub-folder of each token file (class-conditional)
+    valid_fraction: float = 0.05    # held out by file-name hash when no --valid-tokens is given
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        _check(len(self.crop) in (1, 2) and all(c >= 1 for c in self.crop), "data.crop",
+               "must be [positions] (mel) or [h, w] (image), each >= 1")
+        _check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
+        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass
+class PriorOptimConfig:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0          # 0 disables
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "optim.lr", "must be > 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+               "must be two numbers in [0, 1)")
+        _check(self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0, "optim",
+               "warmup_steps, grad_clip and weight_decay must be >= 0")
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of `vqkit sample` (each can be given on its command line too)."""
+    temperature: float = 1.0
+    top_k: int = 0                  # 0 = off
+    top_p: float = 1.0              # 1 = off
+
+    def validate(self) -> None:
+        _check(self.temperature > 0, "sample.temperature", "must be > 0")
+        _check(self.top_k >= 0, "sample.top_k", "must be >= 0 (0 = off)")
+        _check(0 < self.top_p <= 1, "sample.top_p", "must be in (0, 1]")
+
+
+@dataclass
+class PriorConfig:
+    name: str = "prior-gpt"
+    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    data: PriorDataConfig = field(default_factory=PriorDataConfig)
+    optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def validate(self) -> "PriorConfig":
+        self.model.validate(); self.data.validate(); self.optim.validate(); self.train.validate()
+        self.sample.validate()
+        _check(self.train.phase == 1 and self.train.init_from is None, "train.phase",
+               "phase 2 / init_from apply to tokenizers only")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

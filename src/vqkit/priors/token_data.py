@@ -69,6 +69,13 @@ class TokenCorpus:
     def __len__(self) -> int:
         return len(self.arrays)
 
+    def subset(self, indices: list[int]) -> "TokenCorpus":
+        """The files at `indices` (e.g. a held-out split); class names stay those of the whole corpus."""
+        return TokenCorpus(arrays=[self.arrays[i] for i in indices], paths=[self.paths[i] for i in indices],
+                           meta=self.meta, root=self.root, skipped=self.skipped,
+                           labels=[self.labels[i] for i in indices] if self.labels is not None else None,
+                           class_names=self.class_names)
+
     def summary(self) -> str:
         positions = sum(int(np.prod(a.shape[:-1])) for a in self.arrays)
         text = (f"{len(self.arrays)} {self.modality} token files, {positions} positions x {self.channels}, "

@@ -1,0 +1,153 @@
+"""A trained token prior as one object: the network (GPT or MaskGIT), its config, and what it models
+(which tokenizer, the token grid, classes). Checkpoint directory, like a tokenizer's:
+
+    config.yaml        the PriorConfig
+    model.safetensors  the weights
+    prior.json         tokenizer id and path, modality, codebook size, channels, grid, class names
+
+Tokens come and go in the tokenizer's layout ((T[, c]) for mel, (H, W[, c]) for images, channels last
+only when there are several); the network sees flattened (L, c) raster-order sequences.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import ConfigError, from_dict, save_config
+from ..config.prior_schema import PriorConfig
+from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching, resolve_checkpoint_dir
+from . import build_prior
+
+META_NAME = "prior.json"
+META_KEYS = ("tokenizer_id", "tokenizer_path", "modality", "codebook_size", "channels", "grid", "class_names")
+
+
+class TokenPrior(nn.Module):
+    def __init__(self, cfg: PriorConfig, meta: dict):
+        super().__init__()
+        missing = [k for k in META_KEYS if k not in meta]
+        if missing:
+            raise ValueError(f"prior metadata lacks {missing}")
+        self.cfg, self.meta = cfg, dict(meta)
+        self.grid = tuple(int(g) for g in meta["grid"])
+        self.channels = int(meta["channels"])
+        self.codebook_size = int(meta["codebook_size"])
+        self.class_names = list(meta["class_names"])
+        if cfg.model.num_classes and cfg.model.num_classes != len(self.class_names):
+            raise ConfigError(f"model.num_classes={cfg.model.num_classes}, but the tokens have "
+                              f"{len(self.class_names)} class folders")
+        self.net = build_prior(cfg.model, self.codebook_size, self.channels, max_len=math.prod(self.grid))
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.model.kind
+
+    @property
+    def positions(self) -> int:
+        return math.prod(self.grid)
+
+    # ---- layouts ---------------------------------------------------------------------------
+    def flatten(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, *grid[, c]) in the tokenizer's layout -> (B, L, c)."""
+        return tokens.reshape(tokens.shape[0], self.positions, self.channels)
+
+    def unflatten(self, seq: torch.Tensor) -> torch.Tensor:
+        """(B, L, c) -> (B, *grid[, c]) in the tokenizer's layout."""
+        out = seq.reshape(seq.shape[0], *self.grid, self.channels)
+        return out.squeeze(-1) if self.channels == 1 else out
+
+    # ---- training and sampling ---------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The training loss, as forward: what DDP and torch.compile wrap."""
+        return self.loss(tokens, labels, generator)
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """tokens (B, L, c). MaskGIT draws its masks from `generator` (held-out evaluation fixes it)."""
+        labels = labels if labels is not None and labels.numel() else None
+        if self.kind == "maskgit":
+            return self.net.loss(tokens, labels, generator=generator)
+        return self.net.loss(tokens, labels)
+
+    @torch.no_grad()
+    def generate(self, n: int, labels: torch.Tensor | None = None, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, steps: int | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """n samples in the tokenizer's layout. Unset sampling options take the config's `sample` values;
+        `steps` is MaskGIT's number of decoding passes (GPT always takes one per position)."""
+        s = self.cfg.sample
+        opts = dict(temperature=s.temperature if temperature is None else temperature,
+                    top_k=s.top_k if top_k is None else top_k, top_p=s.top_p if top_p is None else top_p,
+                    generator=generator)
+        if labels is not None:
+            if not self.class_names:
+                raise ValueError("this prior is unconditional: it takes no class labels")
+            labels = labels.to(self.net.head.weight.device)
+        if self.kind == "maskgit":
+            seq = self.net.generate(n, self.positions, labels, steps=steps, **opts)
+        else:
+            if steps is not None:
+                raise ValueError("steps applies to MaskGIT priors; a GPT prior takes one pass per position")
+            seq = self.net.generate(n, self.positions, labels, **opts)
+        return self.unflatten(seq)
+
+    @property
+    def forward_passes(self) -> int:
+        return self.net.forward_passes
+
+    # ---- files ---------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, d / CONFIG_NAME)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "vqkit-prior-v1"})
+        (d / META_NAME).write_text(json.dumps(self.meta, indent=1))
+        return d
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> "TokenPrior":
+        d = resolve_checkpoint_dir(path)
+        if not (d / META_NAME).is_file():
+            raise ValueError(f"{d}: not a token prior checkpoint (no {META_NAME}; a tokenizer checkpoint?)")
+        try:
+            meta = json.loads((d / META_NAME).read_text())
+            cfg = from_dict(PriorConfig, yaml.safe_load((d / CONFIG_NAME).read_text())).validate()
+        except (ValueError, yaml.YAMLError) as e:
+            raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None
+        prior = cls(cfg, meta)
+        try:
+            state = load_file(str(d / WEIGHTS_NAME), device=map_location)
+        except Exception as e:
+            raise ValueError(f"{d / WEIGHTS_NAME}: cannot read weights ({e})") from None
+        load_matching(prior, state, str(d / WEIGHTS_NAME))
+        return prior.eval()
+
+
+def tokens_meta(corpus, grid: tuple[int, ...], tokenizer_path: str | None) -> dict:
+    """prior.json content for a prior trained on `corpus` (a TokenCorpus)."""
+    return {"tokenizer_id": corpus.tokenizer_id, "tokenizer_path": str(tokenizer_path) if tokenizer_path else None,
+            "tokenizer_name": corpus.meta.get("tokenizer_name"), "modality": corpus.modality,
+            "codebook_size": corpus.codebook_size, "channels": corpus.channels, "grid": list(grid),
+            "class_names": list(corpus.class_names)}
+
+
+def as_sequences(arrays: list[np.ndarray], grid: tuple[int, ...]) -> list[tuple[int, np.ndarray]]:
+    """Whole token files cut into the prior's window: mel sequences into consecutive windows of
+    `grid[0]` positions (the remainder dropped), image grids cropped at the top-left to `grid`
+    (files smaller than the window are left out). -> [(file index, (L, c) window)]."""
+    out = []
+    for f, a in enumerate(arrays):   # (T, c) or (H, W, c)
+        if len(grid) == 1:
+            out += [(f, np.asarray(a[i * grid[0]:(i + 1) * grid[0]])) for i in range(a.shape[0] // grid[0])]
+        elif a.shape[0] >= grid[0] and a.shape[1] >= grid[1]:
+            out.append((f, np.asarray(a[: grid[0], : grid[1]]).reshape(-1, a.shape[-1])))
+    return out
