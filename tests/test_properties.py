@@ -163,7 +163,6 @@ def test_any_bytes_give_tokens_or_token_error(tok, token_file, payload, prefix, 
     assert np.issubdtype(arr.dtype, np.integer) and 0 <= arr.min() and arr.max() < tok.codebook_size
 
 
-@pytest.mark.xfail(strict=True, reason="tokens_io.load_tokens lets RecursionError / IsADirectoryError escape (reported)")
 @pytest.mark.parametrize("sidecar", ["deeply nested", "a directory"])
 def test_sidecar_failures_are_token_errors(tok, token_file, sidecar):
     path, _ = token_file()

@@ -141,7 +141,8 @@ def _run_files(pairs, fn) -> int:
             log(fn(src, dst))
         except (ValueError, OSError) as e:
             failed += 1
-            log(f"skipped {src}: {e}")
+            # most errors name the file already; say it once
+            log(f"skipped {e}" if str(e).startswith(str(src)) else f"skipped {src}: {e}")
     if len(pairs) > 1:
         log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
     return 1 if failed == len(pairs) else 0

@@ -77,8 +77,10 @@ def load_tokens(path: str | Path, tokenizer=None, mmap: bool = False) -> tuple[n
             raise ValueError("not a JSON object")
     except FileNotFoundError:
         raise TokenFileError(f"{path}: sidecar {side.name} is missing, so the tokens' tokenizer is unknown") from None
-    except ValueError as e:
-        raise TokenFileError(f"{side}: not a valid token sidecar ({e})") from None
+    except (ValueError, RecursionError) as e:   # RecursionError: absurdly deep JSON nesting
+        raise TokenFileError(f"{side}: not a valid token sidecar ({type(e).__name__}: {str(e)[:200]})") from None
+    except OSError as e:   # a directory, no permission, an I/O error
+        raise TokenFileError(f"{side}: cannot read the token sidecar ({e.strerror or e})") from None
     if meta.get("format") != FORMAT:
         raise TokenFileError(f"{side}: unknown format {meta.get('format')!r} (expected {FORMAT})")
     if tokenizer is not None:
