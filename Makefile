@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.vqkit-installed
 DEMO_DATA ?= data/demo-speech
 DEMO_RUN  ?= runs/mqgan-refiner-demo
+DEMO_PRIOR ?= runs/prior-gpt-demo
 IMAGE_DATA   ?= data/demo-images
 IMAGE_PRESET ?= vqgan-l2
 IMAGE_RUN    ?= runs/$(IMAGE_PRESET)-demo
@@ -31,9 +32,16 @@ system-deps:
 test-system-deps:
 	@bash scripts/install-system-deps.sh --with-browser
 
+# The tokenizer, then a small GPT prior over its tokens: samples and SeQ-GAN's teacher-forced
+# visualisation go into the report folder, which `vqkit eval` links.
 demo: install system-deps
 	$(BIN)/vqkit data demo-speech $(DEMO_DATA)
 	$(BIN)/vqkit train --preset mqgan-refiner --data $(DEMO_DATA)/train --valid-data $(DEMO_DATA)/heldout --out $(DEMO_RUN)
+	$(BIN)/vqkit encode $(DEMO_RUN) $(DEMO_DATA)/train -o $(DEMO_RUN)/tokens/train --quiet
+	$(BIN)/vqkit encode $(DEMO_RUN) $(DEMO_DATA)/heldout -o $(DEMO_RUN)/tokens/heldout --quiet
+	$(BIN)/vqkit train-prior --preset prior-gpt --tokenizer $(DEMO_RUN) --tokens $(DEMO_RUN)/tokens/train --valid-tokens $(DEMO_RUN)/tokens/heldout --out $(DEMO_PRIOR)
+	$(BIN)/vqkit sample $(DEMO_PRIOR) -n 8 --top-k 100 -o $(DEMO_RUN)/report/prior-samples
+	$(BIN)/vqkit visualize-prior $(DEMO_PRIOR) --tokens $(DEMO_RUN)/tokens/heldout -o $(DEMO_RUN)/report/prior-visualisation
 	$(BIN)/vqkit eval $(DEMO_RUN) --data $(DEMO_DATA)/heldout --out $(DEMO_RUN)/report
 
 # The image part: a small image tokenizer on the photographs bundled with scikit-image.
@@ -46,4 +54,4 @@ test: install test-system-deps
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(IMAGE_DATA) $(IMAGE_RUN)
+	rm -rf $(DEMO_DATA) $(DEMO_RUN) $(DEMO_PRIOR) $(IMAGE_DATA) $(IMAGE_RUN)

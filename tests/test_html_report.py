@@ -123,3 +123,11 @@ def test_page_loads_in_headless_chromium(report, tmp_path):
         assert shot.is_file() and shot.stat().st_size > 10_000
         if os.environ.get("VQKIT_KEEP_SCREENSHOT"):
             shutil.copy(shot, os.environ["VQKIT_KEEP_SCREENSHOT"])
+
+
+def test_pages_inside_the_report_are_linked(tmp_path):
+    (tmp_path / "prior-samples").mkdir()
+    (tmp_path / "prior-samples" / "index.html").write_text("<html></html>")
+    text = render_report(tmp_path, {"metrics": {"nll": 1.0}}, [], pages=["prior-samples"]).read_text()
+    assert '<a href="prior-samples/index.html">prior-samples</a>' in text
+    assert "More pages" not in render_report(tmp_path, {"metrics": {}}, []).read_text()

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("checkpoint", help="checkpoint or run directory")
         p.add_argument("input")
         p.add_argument("-o", "--output", required=True)
+        p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
         if verb != "encode":
             p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
             p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")

@@ -133,12 +133,14 @@ def _pairs(inp: Path, out: Path, in_suffixes: tuple[str, ...], out_suffix: str) 
     return [(inp, out)]
 
 
-def _run_files(pairs, fn) -> int:
+def _run_files(pairs, fn, quiet: bool = False) -> int:
     """Apply fn to every pair; a bad file is reported and counted, the rest still run."""
     failed = 0
     for src, dst in pairs:
         try:
-            log(fn(src, dst))
+            done = fn(src, dst)
+            if not quiet:
+                log(done)
         except (ValueError, OSError) as e:
             failed += 1
             # most errors name the file already; say it once
@@ -183,7 +185,7 @@ def cmd_encode(args) -> int:
             return f"{src} -> {path} (token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits)"
         return f"{src} -> {path} ({tokens.shape[-1]} tokens, {tokens.shape[-1] / tok.tokens_per_second:.2f} s)"
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), _suffixes(tok)[0], ".npy"), one)
+    return _run_files(_pairs(Path(args.input), Path(args.output), _suffixes(tok)[0], ".npy"), one, args.quiet)
 
 
 def _writer(tok, args):
@@ -219,7 +221,7 @@ def cmd_decode(args) -> int:
         tokens, _ = load_tokens(src, tok)
         return f"{src} -> " + write(tok.decode(torch.from_numpy(tokens.astype(np.int64)), refined=not args.draft), dst)
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), (".npy",), _suffixes(tok)[1]), one)
+    return _run_files(_pairs(Path(args.input), Path(args.output), (".npy",), _suffixes(tok)[1]), one, args.quiet)
 
 
 def cmd_reconstruct(args) -> int:
@@ -230,7 +232,7 @@ def cmd_reconstruct(args) -> int:
         return f"{src} -> " + write(tok.reconstruct(_signal_of(tok, src), refined=not args.draft), dst)
 
     ins, out = _suffixes(tok)
-    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out), one)
+    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out), one, args.quiet)
 
 
 def _lpips_for(tok, args):

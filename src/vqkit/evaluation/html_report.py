@@ -146,7 +146,7 @@ def _example(ex: dict) -> str:
 
 
 def render_page(record: dict, examples: list[dict], usage_png: str | None = None,
-                curves_png: str | None = None, out_dir: Path = Path(".")) -> str:
+                curves_png: str | None = None, out_dir: Path = Path("."), pages: list[str] | None = None) -> str:
     settings = record.get("settings") or {}
     modality = settings.get("modality") if isinstance(settings, dict) else None
     title = record.get("title") or "vqkit report"
@@ -159,6 +159,9 @@ def render_page(record: dict, examples: list[dict], usage_png: str | None = None
         parts.append(f'<h2>Codebook usage</h2><section class="card">{_figure(usage_png, "", "codebook usage histogram")}</section>')
     if curves_png:
         parts.append(f'<h2>Training curves</h2><section class="card">{_figure(curves_png, "", "training curves")}</section>')
+    if pages:
+        links = "".join(f'<li><a href="{_src(p + "/index.html")}">{_e(p)}</a></li>' for p in pages)
+        parts.append(f'<h2>More pages</h2><section class="card"><ul>{links}</ul></section>')
     if examples:
         parts.append(f"<h2>Examples ({len(examples)})</h2>" + "".join(_example(ex) for ex in examples))
     return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -168,13 +171,14 @@ def render_page(record: dict, examples: list[dict], usage_png: str | None = None
 
 
 def render_report(out_dir: Path, record: dict, examples: list[dict], usage_png: str | None = None,
-                  curves_png: str | None = None) -> Path:
+                  curves_png: str | None = None, pages: list[str] | None = None) -> Path:
     """Write `out_dir/index.html`: title, metrics table, provenance (checkpoint, tokenizer id, data root,
     file count, file-list hash, versions, settings), the usage histogram and training curves when
     given, and one row per example. `examples` items: {"title": str, "images": [{"src", "caption"}],
-    "audio": [{"src", "label"}]}; every src is a file name relative to out_dir."""
+    "audio": [{"src", "label"}]}; every src is a file name relative to out_dir. `pages`: sub-folders
+    of out_dir with their own index.html, linked."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "index.html"
-    path.write_text(render_page(record, examples or [], usage_png, curves_png, out_dir), encoding="utf-8")
+    path.write_text(render_page(record, examples or [], usage_png, curves_png, out_dir, pages), encoding="utf-8")
     return path

@@ -136,7 +136,9 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
-    render_report(out_dir, record, writer.examples, usage_png, curves)
+    # pages that live inside the report folder (e.g. the demo's token prior) are linked from it
+    pages = sorted(p.parent.name for p in Path(out_dir).glob("*/index.html"))
+    render_report(out_dir, record, writer.examples, usage_png, curves, pages=pages)
     return record
 
 
