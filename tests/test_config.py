@@ -373,8 +373,10 @@ def test_parse_overrides_junk_gives_dict_or_config_error(items):
     try:
         result = parse_overrides(overrides)
     except ConfigError:
-        # the documented reasons: no '=', a value and nested keys under one name, an unreadable value
-        assert (any("=" not in o for o in overrides) or has_prefix_conflict(paths)
+        # the documented reasons: no '=', an empty key name, a value and nested keys under one name,
+        # an unreadable value
+        assert (any("=" not in o for o in overrides) or any(not p.strip() for path in paths for p in path)
+                or has_prefix_conflict(paths)
                 or any(yaml_escapes(o.split("=", 1)[1]) for o in overrides if "=" in o))
         event("rejected")
         return

@@ -139,6 +139,8 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override {item!r}: cannot read the value ({yaml_problem(e)})") from None
         node = nested
         parts = key.strip().split(".")
+        if any(not p.strip() for p in parts):
+            raise ConfigError(f"override {item!r}: the key {key.strip()!r} has an empty name in it, e.g. train.steps=100")
         for i, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
