@@ -111,3 +111,21 @@ def test_multichannel_maskgit_prior_samples_decode_to_images(tmp_path):
     f = tok.downsample
     assert Image.open(tmp_path / "s" / "sample_001.png").size == (4 * f, 4 * f)
     assert main(["visualize-prior", str(run), "--tokens", str(tmp_path / "tokens"), "-o", str(tmp_path / "v")]) == 2
+
+
+def test_packed_token_store_is_the_same_corpus(mel_tokens, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert main(["pack-tokens", str(mel_tokens / "train"), "-o", str(store), "--shard-mb", "1"]) == 0
+    folder = TokenCorpus.from_folder(mel_tokens / "train", log=lambda m: None)
+    packed = TokenCorpus.from_folder(store, tokenizer_id=folder.tokenizer_id, log=lambda m: None)
+    assert packed.paths == folder.paths and packed.meta == folder.meta
+    assert all(np.array_equal(a, b) for a, b in zip(folder.arrays, packed.arrays))
+    assert len(list(store.glob("shard-*"))) < len(folder)        # a few files, not one per token file
+    from vqkit.priors.token_data import TokenBatches
+
+    a, b = TokenBatches(folder, 16, 4, seed=3)[5], TokenBatches(packed, 16, 4, seed=3)[5]
+    assert torch.equal(a[0], b[0])
+    from vqkit.tokens_io import TokenFileError
+
+    with pytest.raises(TokenFileError, match="made by tokenizer"):
+        TokenCorpus.from_folder(store, tokenizer_id="someone-else", log=lambda m: None)

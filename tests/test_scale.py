@@ -247,3 +247,13 @@ def test_sigkill_at_a_random_step_then_resume_equals_an_uninterrupted_run(demo_d
     for name in ("model.safetensors", "discriminator.safetensors"):
         wa, wb = final_weights(tmp_path / "whole", name), final_weights(killed, name)
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"{name}, killed at step {kill_at}"
+
+
+def test_dataloader_workers_feed_the_same_batches(tmp_path, synthetic_mels):
+    """Batches are a pure function of the step, so worker processes change nothing but speed."""
+    common = ["train.steps=3", "train.log_every=1", "train.save_every=3"]
+    Trainer(make_cfg(*common), tmp_path / "main", synthetic_mels, log=quiet, progress=False).fit()
+    Trainer(make_cfg(*common, "data.num_workers=2"), tmp_path / "workers", synthetic_mels, log=quiet,
+            progress=False).fit()
+    a, b = train_records(tmp_path / "main"), train_records(tmp_path / "workers")
+    assert [r["g"] for r in a] == [r["g"] for r in b]

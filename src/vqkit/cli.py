@@ -10,6 +10,7 @@
     vqkit train-prior --tokenizer CKPT --tokens DIR --out RUN [--preset prior-gpt|prior-maskgit] [key=value ...]
     vqkit sample PRIOR -n 16 -o OUT       (tokens sampled from a prior, decoded to images / audio)
     vqkit visualize-prior PRIOR --tokens DIR -o OUT   (teacher-forced top-1 predictions, NLL, accuracy)
+    vqkit pack-tokens DIR -o STORE        (token files -> one sharded store, for corpora of millions of files)
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def _add_prior_verbs(sub) -> None:
     s.add_argument("--label", default=None, help="class name or index (class-conditional priors)")
     s.add_argument("--seed", type=int, default=0)
     v.add_argument("--tokens", required=True, help="held-out token folder from `vqkit encode`")
+    k = sub.add_parser("pack-tokens", help="pack a folder of token files into one sharded store (large corpora)")
+    k.add_argument("tokens", help="folder of token files from `vqkit encode`")
+    k.add_argument("-o", "--output", required=True, help="store directory (use it as --tokens)")
+    k.add_argument("--shard-mb", type=int, default=256)
     v.add_argument("--examples", type=int, default=6, help="windows decoded side by side")
 
 
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from . import commands, prior_commands
 
-        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior") else commands
+        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands
         return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as e:
         # Known failure modes (bad files, configs, checkpoints, I/O) end with one clear line, not a traceback.

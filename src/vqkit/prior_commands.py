@@ -108,3 +108,10 @@ def cmd_visualize_prior(args) -> int:
         corpus.labels = [prior.class_names.index(corpus.class_names[i]) for i in corpus.labels]
     visualize_prior(prior, tok, corpus, Path(args.output), n_examples=args.examples, vocoder=vocoder, log=log)
     return 0
+
+
+def cmd_pack_tokens(args) -> int:
+    from .priors.token_data import pack_tokens
+
+    pack_tokens(args.tokens, args.output, shard_bytes=args.shard_mb * 2**20, log=log)
+    return 0

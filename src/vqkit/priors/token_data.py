@@ -6,6 +6,10 @@ were mixed. Broken files (unreadable, no sidecar, wrong format or shape) are ski
 
 `TokenBatches[step]` is a pure function of (seed, step), as MelCropBatches is: a resumed run sees
 exactly the batches an uninterrupted one would, and DataLoader workers can build any step alone.
+
+Millions of small token files mean millions of memory maps (Linux allows ~65k per process):
+`pack_tokens` writes a folder into one sharded store (vqkit.data.shards, a few large files), and
+`TokenCorpus.from_folder` reads such a store as it reads a folder.
 """
 from __future__ import annotations
 
@@ -18,9 +22,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..data.files import SkipLog, describe_skips, with_skips
+from ..data.shards import INDEX as STORE_INDEX
 from ..tokens_io import TokenFileError, load_tokens, sidecar_path
 
 SPATIAL_AXES = {"mel": 1, "image": 2}
+TOKEN_STORE = "vqkit-token-store-v1"
 
 
 def check_token_array(arr: np.ndarray, meta: dict) -> np.ndarray:
@@ -92,6 +98,8 @@ class TokenCorpus:
         root = Path(folder)
         if not root.is_dir():
             raise ValueError(f"{root}: not a folder of token files")
+        if (root / STORE_INDEX).is_file():   # a sharded store written by pack_tokens
+            return cls.from_store(root, tokenizer_id, class_folders, log)
         files = sorted(p for p in root.rglob("*.npy") if p.is_file())
         arrays, rel_paths, skips = [], [], SkipLog(log)
         meta: dict | None = None
@@ -136,6 +144,49 @@ class TokenCorpus:
                      class_names=class_names)
         log(f"{root}: {corpus.summary()}")
         return corpus
+
+
+    @classmethod
+    def from_store(cls, directory: Path, tokenizer_id: str | None, class_folders: bool,
+                   log: Callable[[str], None]) -> "TokenCorpus":
+        """A store written by pack_tokens: the same corpus, with one memory map per shard."""
+        from ..data.shards import ShardedArrays
+
+        store = ShardedArrays.open(directory)
+        meta, paths = store.meta.get("sidecar"), list(store.keys)
+        if not isinstance(meta, dict) or store.meta.get("format") != TOKEN_STORE:
+            raise TokenFileError(f"{directory}: a sharded store, but not of vqkit tokens (no {TOKEN_STORE} meta)")
+        if tokenizer_id is not None and meta.get("tokenizer_id") != tokenizer_id:
+            raise TokenFileError(f"{directory}: made by tokenizer {meta.get('tokenizer_id')}, but the given "
+                                 f"tokenizer is {tokenizer_id}")
+        labels, class_names = None, []
+        if class_folders:
+            if any("/" not in p for p in paths):
+                raise ValueError(f"{directory}: class_folders needs <class>/<file> paths; this store has files "
+                                 "outside class folders")
+            class_names = sorted({p.split("/", 1)[0] for p in paths})
+            labels = [class_names.index(p.split("/", 1)[0]) for p in paths]
+        corpus = cls(arrays=list(store), paths=paths, meta=meta, root=Path(directory),
+                     skipped=dict(store.meta.get("skipped", {})), labels=labels, class_names=class_names)
+        log(f"{directory}: {corpus.summary()} (sharded store)")
+        return corpus
+
+
+def pack_tokens(folder: str | Path, out_dir: str | Path, shard_bytes: int = 256 * 2**20,
+                log: Callable[[str], None] = print) -> Path:
+    """Write every usable token file under `folder` into one sharded store at `out_dir` (paths kept as
+    keys, the shared sidecar and skip counts in its meta); returns out_dir."""
+    from ..data.shards import ShardWriter
+
+    corpus = TokenCorpus.from_folder(folder, log=log)
+    dtype = np.int16 if corpus.codebook_size <= 2**15 else np.int32
+    meta = {"format": TOKEN_STORE, "sidecar": corpus.meta, "skipped": corpus.skipped}
+    with ShardWriter(out_dir, dtype, shard_bytes=shard_bytes, meta=meta) as writer:
+        for path, arr in zip(corpus.paths, corpus.arrays):
+            writer.add(path, np.asarray(arr))
+        writer.close()
+    log(f"{len(corpus)} token files -> {out_dir}")
+    return Path(out_dir)
 
 
 class TokenBatches(Dataset):
