@@ -129,3 +129,19 @@ def test_packed_token_store_is_the_same_corpus(mel_tokens, tmp_path, capsys):
 
     with pytest.raises(TokenFileError, match="made by tokenizer"):
         TokenCorpus.from_folder(store, tokenizer_id="someone-else", log=lambda m: None)
+
+
+def test_prior_accumulation_equals_a_larger_batch(mel_tokens, tmp_path):
+    train = TokenCorpus.from_folder(mel_tokens / "train", log=lambda m: None)
+
+    def fit(run, *extra):
+        cfg = load_config("prior-gpt", schema=PriorConfig, overrides=[*PRIOR, "data.crop=[16]", "train.steps=3",
+                                                                       "model.dropout=0", *extra])
+        t = PriorTrainer(cfg, run, train, log=lambda m: None, progress=False)
+        t.fit()
+        return t.raw_model.state_dict()
+
+    a, b = fit(tmp_path / "big", "train.batch_size=4"), fit(tmp_path / "acc", "train.batch_size=2",
+                                                            "train.grad_accum_steps=2")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=5e-4, msg=k)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ..config import ConfigError, OptimConfig, TrainConfig
+from ..config import OptimConfig, TrainConfig
 from ..distributed import all_reduce_mean_, same_everywhere
 from ..models.tokenizer import state_hash
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
@@ -66,8 +66,6 @@ class TrainLoop:
         # prior after a tokenizer, tests) may want another precision. The process group is kept.
         AcceleratorState._reset_state()
         self.acc = Accelerator(cpu=cpu, mixed_precision="bf16" if train.precision == "bf16" else "no")
-        if train.compile and self.acc.num_processes > 1 and self.acc.device.type == "cpu":
-            raise ConfigError("train.compile: not supported with several CPU processes (use it on GPUs)")
         torch.manual_seed(train.seed)
         self.step = 0
         self.skipped_steps = 0
@@ -96,7 +94,8 @@ class TrainLoop:
     def micro_batches(self, *tensors: torch.Tensor | None) -> list[tuple]:
         """Split this process's rows into train.grad_accum_steps equal micro-batches."""
         k = self.t.grad_accum_steps
-        parts = [t.chunk(k) if t is not None else [None] * k for t in tensors]
+        # None and empty tensors (e.g. no class labels) go to every micro-batch as they are
+        parts = [t.chunk(k) if t is not None and t.numel() else [t] * k for t in tensors]
         return list(zip(*parts))
 
     def sync_unless_last(self, i: int, n: int, *modules: nn.Module):
