@@ -20,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -209,6 +209,7 @@ def timed(fn: Callable[[], Any], device: torch.device, repeats: int, budget_s: f
 class TrainTimes:
     """The timed steps of `time_train_steps` (warm-up steps excluded)."""
     step_times: list[float] = field(default_factory=list)
+    warmup_times: list[float] = field(default_factory=list)   # the untimed first steps (compiles show here)
     skipped: int = 0            # steps that returned None (non-finite loss), warm-up included
     gan_seen: bool = False      # a step returned both discriminator and adversarial-generator losses
     cpu_s: float = 0.0          # process CPU seconds during the timed steps
@@ -235,23 +236,26 @@ class TrainTimes:
         }
 
 
-def time_train_steps(trainer: Any, batches: list[tuple], warmup: int, device: torch.device) -> TrainTimes:
-    """`trainer.train_step(*batch)` for every batch, printing each step's time; the first `warmup`
-    steps are not timed."""
+def time_train_steps(trainer: Any, batches: Sequence[tuple], warmup: int, device: torch.device) -> TrainTimes:
+    """`trainer.train_step(*batches[i])` for every batch, printing each step's time; the first `warmup`
+    steps are not timed. `batches[i]` is read inside the timed region: a list of ready batches adds
+    nothing, a lazy sequence (crops cut and copied when indexed) is timed together with the step."""
     r = TrainTimes()
     total = len(batches)
-    for i, batch in enumerate(batches):
+    for i in range(total):
         c0, s0 = cpu_seconds(), sys_seconds()
         sync(device)
         t = time.perf_counter()
-        values = trainer.train_step(*batch)
+        values = trainer.train_step(*batches[i])
         sync(device)
         dt_s = time.perf_counter() - t
         r.skipped += values is None
         r.gan_seen = r.gan_seen or (values is not None and "d" in values and "g_adv" in values)
         phase = "warm-up" if i < warmup else "timed"
         print(f"  train step {i + 1}/{total} ({phase}): {dt_s:.3f} s", flush=True)
-        if i >= warmup:
+        if i < warmup:
+            r.warmup_times.append(dt_s)
+        else:
             r.step_times.append(dt_s)
             r.cpu_s += cpu_seconds() - c0
             r.sys_s += sys_seconds() - s0
