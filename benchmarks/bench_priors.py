@@ -16,7 +16,7 @@ first (warm-up at the same size). Then the median of up to --repeats calls, stop
 --repeat-budget seconds are spent (at least --min-repeats calls). It prints a table and writes JSON
 (default benchmarks/results/priors.json).
 
-    .venv/bin/python benchmarks/bench_priors.py                       # defaults, about 1.5 min on 2 CPU cores
+    .venv/bin/python benchmarks/bench_priors.py                       # defaults, ~40 s on 2 idle CPU cores
     .venv/bin/python benchmarks/bench_priors.py --lengths 256 --channels 4 --full-max-len 0
     python benchmarks/bench_priors.py --device cuda --batch 16 --full-max-len 1024
 
