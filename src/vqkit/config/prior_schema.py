@@ -1,7 +1,9 @@
-"""Typed configuration of a token prior model (GPT or MaskGIT over tokenizer indices).
+"""Typed configuration of a token prior run: the model (GPT or MaskGIT over tokenizer indices), its
+data crop, optimiser, sampling defaults, and the shared TrainConfig.
 
-Same style as schema.py: a plain dataclass with working defaults, loaded strictly by
-`vqkit.config.from_dict(PriorModelConfig, data)`, and `validate()` naming the offending key.
+Same style as schema.py: plain dataclasses with working defaults, loaded strictly by
+`vqkit.config.load_config(preset, path, overrides, schema=PriorConfig)` (presets in
+presets/priors/), and `validate()` naming the offending key.
 """
 from __future__ import annotations
 
