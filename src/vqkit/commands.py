@@ -281,6 +281,7 @@ def cmd_eval(args) -> int:
 def cmd_info(args) -> int:
     if args.presets or not args.checkpoint:
         log("presets: " + ", ".join(available_presets()))
+        log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
         return 0
     from .models.tokenizer import resolve_checkpoint_dir
 
