@@ -5,37 +5,20 @@ position; with the KV cache each pass sees only the new position.
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config.prior_schema import PriorModelConfig
 from .sampling import sample_logits
-from .transformer import ChannelEmbedding, KVCache, PrefixToken, Transformer, check_tokens, init_weights
+from .transformer import KVCache, TokenTransformer, check_tokens
 
 
-class GPTPrior(nn.Module):
+class GPTPrior(TokenTransformer):
     """Inputs at step t: [prefix, tokens[0], ..., tokens[t-1]]; output t: logits of the c indices of
     position t, predicted independently of each other given the past (one head of c x K logits)."""
 
     def __init__(self, cfg: PriorModelConfig, codebook_size: int, channels: int, max_len: int):
-        super().__init__()
-        cfg.validate()
-        if codebook_size < 2 or channels < 1 or max_len < 1:
-            raise ValueError(f"need codebook_size >= 2, channels >= 1, max_len >= 1; got {codebook_size}, "
-                             f"{channels}, {max_len}")
-        self.cfg = cfg
-        self.codebook_size, self.channels, self.max_len = codebook_size, channels, max_len
-        self.embed = ChannelEmbedding(channels, codebook_size, cfg.dim)
-        self.prefix = PrefixToken(cfg.num_classes, cfg.dim)
-        self.input_dropout = nn.Dropout(cfg.dropout)
-        self.transformer = Transformer(cfg, max_len)   # the prefix takes position 0, the last token is never input
-        self.head = nn.Linear(cfg.dim, channels * codebook_size)
-        for module in (self.embed, self.prefix, self.head):
-            module.apply(init_weights)
-        self.forward_passes = 0
-
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.head(hidden).unflatten(-1, (self.channels, self.codebook_size))
+        # the prefix takes position 0 and the last token is never input: max_len positions
+        super().__init__(cfg, codebook_size, channels, max_len, extra_ids=0, positions=max_len)
 
     def _inputs(self, tokens: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """(B, L, dim): the prefix, then the embeddings of tokens[:, :-1] (teacher forcing)."""

@@ -8,12 +8,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config.prior_schema import PriorModelConfig
 from .sampling import gumbel_noise, sample_logits
-from .transformer import ChannelEmbedding, PrefixToken, Transformer, check_tokens, init_weights
+from .transformer import TokenTransformer, check_tokens
 
 
 def mask_ratio(u: torch.Tensor | float) -> torch.Tensor | float:
@@ -34,27 +33,14 @@ def masked_counts(total: int, steps: int) -> list[int]:
     return counts
 
 
-class MaskGITPrior(nn.Module):
+class MaskGITPrior(TokenTransformer):
     """Inputs: [prefix, tokens with masked entries set to the mask id K]; output: logits (B, L, c, K)
     for every entry (only masked entries are trained and sampled)."""
 
     def __init__(self, cfg: PriorModelConfig, codebook_size: int, channels: int, max_len: int):
-        super().__init__()
-        cfg.validate()
-        if codebook_size < 2 or channels < 1 or max_len < 1:
-            raise ValueError(f"need codebook_size >= 2, channels >= 1, max_len >= 1; got {codebook_size}, "
-                             f"{channels}, {max_len}")
-        self.cfg = cfg
-        self.codebook_size, self.channels, self.max_len = codebook_size, channels, max_len
+        # + the mask id in every channel's table, + the prefix position
+        super().__init__(cfg, codebook_size, channels, max_len, extra_ids=1, positions=max_len + 1)
         self.mask_id = codebook_size
-        self.embed = ChannelEmbedding(channels, codebook_size + 1, cfg.dim)   # + the mask id, per channel
-        self.prefix = PrefixToken(cfg.num_classes, cfg.dim)
-        self.input_dropout = nn.Dropout(cfg.dropout)
-        self.transformer = Transformer(cfg, max_len + 1)   # + the prefix position
-        self.head = nn.Linear(cfg.dim, channels * codebook_size)
-        for module in (self.embed, self.prefix, self.head):
-            module.apply(init_weights)
-        self.forward_passes = 0
         self.masked_per_step: list[int] = []   # entries per sample still masked after each generate step
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,8 +48,7 @@ class MaskGITPrior(nn.Module):
         tokens = check_tokens(tokens, self.channels, self.codebook_size + 1, self.max_len)
         prefix = self.prefix(labels, tokens.shape[0])
         x = self.input_dropout(torch.cat([prefix, self.embed(tokens)], dim=1))
-        hidden = self.transformer(x, causal=False)[:, 1:]
-        return self.head(hidden).unflatten(-1, (self.channels, self.codebook_size))
+        return self._logits(self.transformer(x, causal=False)[:, 1:])
 
     def random_mask(self, batch: int, entries: int, device: torch.device,
                     generator: torch.Generator | None = None) -> torch.Tensor:

@@ -205,6 +205,34 @@ class PrefixToken(nn.Module):
         return self.table(idx)[:, None]
 
 
+class TokenTransformer(nn.Module):
+    """What both priors are built from: per-channel token embeddings (with `extra_ids` ids after the
+    codebook, e.g. MaskGIT's mask id), the prefix token, a transformer over `positions` positions,
+    and one head of c x K logits per position."""
+
+    def __init__(self, cfg: PriorModelConfig, codebook_size: int, channels: int, max_len: int,
+                 extra_ids: int, positions: int):
+        super().__init__()
+        cfg.validate()
+        if codebook_size < 2 or channels < 1 or max_len < 1:
+            raise ValueError(f"need codebook_size >= 2, channels >= 1, max_len >= 1; got {codebook_size}, "
+                             f"{channels}, {max_len}")
+        self.cfg = cfg
+        self.codebook_size, self.channels, self.max_len = codebook_size, channels, max_len
+        self.embed = ChannelEmbedding(channels, codebook_size + extra_ids, cfg.dim)
+        self.prefix = PrefixToken(cfg.num_classes, cfg.dim)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.transformer = Transformer(cfg, positions)
+        self.head = nn.Linear(cfg.dim, channels * codebook_size)
+        for module in (self.embed, self.prefix, self.head):
+            module.apply(init_weights)
+        self.forward_passes = 0
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., dim) -> (..., c, K)."""
+        return self.head(hidden).unflatten(-1, (self.channels, self.codebook_size))
+
+
 def check_tokens(tokens: torch.Tensor, channels: int, vocab: int, max_len: int) -> torch.Tensor:
     """(B, L, c) integer tokens in [0, vocab) with L <= max_len, as int64. Out-of-range indices
     must not pass: with offset tables they would silently read another channel's embedding."""
