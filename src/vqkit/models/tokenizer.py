@@ -196,8 +196,7 @@ class Tokenizer(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save_config(self.config, d / CONFIG_NAME)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "vqkit-tokenizer-v1"})
+        save_weights(self, d / WEIGHTS_NAME, "vqkit-tokenizer-v1")
         return d
 
     @classmethod
@@ -226,6 +225,12 @@ class Tokenizer(nn.Module):
 # First bytes of weight files that are not safetensors, named so the error says what the file is.
 _FOREIGN_MAGIC = ((b"PK\x03\x04", "a zip archive (PyTorch's torch.save format)"),
                   (b"\x93NUMPY", "a NumPy .npy array"), (b"\x89HDF", "an HDF5 file"), (b"GGUF", "a GGUF file"))
+
+
+def save_weights(module: nn.Module, path: Path, fmt: str | None = None) -> None:
+    """A module's state dict as a safetensors file (CPU, contiguous), with its format name as metadata."""
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={"format": fmt} if fmt else None)
 
 
 def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

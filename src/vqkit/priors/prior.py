@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import ConfigError, from_dict, save_config
+from ..config.io import read_yaml
 from ..config.prior_schema import PriorConfig
-from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching, resolve_checkpoint_dir
+from ..models.tokenizer import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
+                                save_weights)
 from . import build_prior
 
 META_NAME = "prior.json"
@@ -108,8 +108,7 @@ class TokenPrior(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, d / CONFIG_NAME)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(d / WEIGHTS_NAME), metadata={"format": "vqkit-prior-v1"})
+        save_weights(self, d / WEIGHTS_NAME, "vqkit-prior-v1")
         (d / META_NAME).write_text(json.dumps(self.meta, indent=1))
         return d
 
@@ -118,17 +117,14 @@ class TokenPrior(nn.Module):
         d = resolve_checkpoint_dir(path)
         if not (d / META_NAME).is_file():
             raise ValueError(f"{d}: not a token prior checkpoint (no {META_NAME}; a tokenizer checkpoint?)")
+        raw = read_yaml(d / CONFIG_NAME, what="checkpoint config")   # names the file and the problem
         try:
             meta = json.loads((d / META_NAME).read_text())
-            cfg = from_dict(PriorConfig, yaml.safe_load((d / CONFIG_NAME).read_text())).validate()
-        except (ValueError, yaml.YAMLError) as e:
+            cfg = from_dict(PriorConfig, raw).validate()
+        except ValueError as e:
             raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None
         prior = cls(cfg, meta)
-        try:
-            state = load_file(str(d / WEIGHTS_NAME), device=map_location)
-        except Exception as e:
-            raise ValueError(f"{d / WEIGHTS_NAME}: cannot read weights ({e})") from None
-        load_matching(prior, state, str(d / WEIGHTS_NAME))
+        load_matching(prior, read_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
         return prior.eval()
 
 

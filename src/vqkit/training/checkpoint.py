@@ -22,9 +22,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching
+from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, save_weights
 from .state_io import load_state, save_state
 
 class CheckpointError(RuntimeError):
@@ -68,8 +67,7 @@ def _write(ckpt_root: Path, name: str, pointer: str, model, modules: dict, train
             shutil.rmtree(tmp)
         model.save_pretrained(tmp)
         for key, module in modules.items():
-            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                      str(tmp / f"{key}.safetensors"))
+            save_weights(module, tmp / f"{key}.safetensors")
         save_state(train_state, tmp, "train_state")
         _fsync_tree(tmp)
         if final.exists():   # re-saving the same step (e.g. final save right after a periodic one)
@@ -154,9 +152,9 @@ def load_checkpoint(ckpt: Path, model, modules: dict) -> dict:
             raise CheckpointError(f"{ckpt}: has no {path.name}, but this run needs it (a checkpoint of "
                                   "another kind of run?)")
         try:
-            state = load_file(str(path))
-        except Exception as e:
-            raise CheckpointError(f"{path}: cannot read ({e})") from None
+            state = read_weights(path)   # refuses (and names) pickles; never unpickles
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
         _load_strict(module, state, path)
     return load_state(ckpt, "train_state")
 
