@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import available_presets, load_config
+from .config import Config, available_presets, load_config
 
 
 def log(msg: str) -> None:
@@ -91,18 +91,25 @@ def _load_corpora(cfg, data: str, valid_data: str | None):
     return train, valid
 
 
+def run_config(args, default_preset: str, schema: type = Config):
+    """The config of `vqkit train` / `train-prior --out RUN`: a resumed run keeps its own config.yaml
+    (overrides on top); a new run is preset <- --config <- overrides, and may not overwrite a run."""
+    run = Path(args.out)
+    if args.resume and (run / "config.yaml").exists():
+        log(f"resuming with the run's own config ({run / 'config.yaml'})")
+        return load_config(path=run / "config.yaml", overrides=args.overrides, schema=schema)
+    if not args.resume and (run / "checkpoints" / "latest").exists():
+        raise RuntimeError(f"{run} already holds a training run; pass --resume to continue it, "
+                           "or choose another --out")
+    return load_config(preset=args.preset or default_preset, path=args.config, overrides=args.overrides,
+                       schema=schema)
+
+
 def cmd_train(args) -> int:
     from .training.trainer import Trainer
 
     run = Path(args.out)
-    if args.resume and (run / "config.yaml").exists():
-        cfg = load_config(path=run / "config.yaml", overrides=args.overrides)
-        log(f"resuming with the run's own config ({run / 'config.yaml'})")
-    else:
-        if not args.resume and (run / "checkpoints" / "latest").exists():
-            raise RuntimeError(f"{run} already holds a training run; pass --resume to continue it, "
-                               "or choose another --out")
-        cfg = load_config(preset=args.preset or "mqgan-refiner", path=args.config, overrides=args.overrides)
+    cfg = run_config(args, "mqgan-refiner")
     train, valid = _load_corpora(cfg, args.data, args.valid_data)
     trainer = Trainer(cfg, run, train, valid, log=log, progress=not args.no_progress)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .commands import log
+from .commands import log, run_config
 
 
 def _tokenizer(path: str):
@@ -19,19 +19,12 @@ def _corpus(folder: str, tokenizer_id: str, class_folders: bool):
 
 
 def cmd_train_prior(args) -> int:
-    from .config import load_config
     from .config.prior_schema import PriorConfig
     from .data.audio_corpus import split_by_hash
     from .training.prior_trainer import PriorTrainer
 
     run = Path(args.out)
-    if args.resume and (run / "config.yaml").exists():
-        cfg = load_config(path=run / "config.yaml", overrides=args.overrides, schema=PriorConfig)
-    else:
-        if not args.resume and (run / "checkpoints" / "latest").exists():
-            raise RuntimeError(f"{run} already holds a training run; pass --resume to continue it, or choose another --out")
-        cfg = load_config(preset=args.preset or "prior-gpt", path=args.config, overrides=args.overrides,
-                          schema=PriorConfig)
+    cfg = run_config(args, "prior-gpt", schema=PriorConfig)
     tok = _tokenizer(args.tokenizer)
     corpus = _corpus(args.tokens, tok.tokenizer_id, cfg.data.class_folders)
     if cfg.data.class_folders and cfg.model.num_classes == 0:
