@@ -77,6 +77,16 @@ class SkipLog:
         return self.skipped
 
 
+def decoder_message(err: BaseException, path: Path) -> str:
+    """`Type: first line` of a decoder's message, without the file name (quoted or not) that the
+    caller's error already starts with."""
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    for quoted in (f": '{path}'", f" '{path}'", f"'{path}'", f" {path}"):
+        first = first.replace(quoted, "")
+    return f"{type(err).__name__}: {first}"
+
+
 def write_atomically(path: Path, write: Callable[[str], None], suffix: str) -> None:
     """Call write(tmp_path) for a temp file beside `path`, then rename it into place: readers never
     see a half-written file (os.replace is a rename on one filesystem)."""

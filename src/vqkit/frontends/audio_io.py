@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.files import InputError, find_files, write_atomically
+from ..data.files import InputError, decoder_message, find_files, write_atomically
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".g722",
@@ -95,17 +95,10 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         raise
     except Exception as av_error:  # av.FFmpegError, OSError, ValueError, ...
         # FFmpeg first: libsndfile's message for unknown formats ("not a regular file") misleads.
-        detail = f"FFmpeg: {_short(av_error, path)}" + (f"; libsndfile: {_short(sf_error, path)}" if sf_error else "")
+        detail = f"FFmpeg: {decoder_message(av_error, path)}"
+        if sf_error:
+            detail += f"; libsndfile: {decoder_message(sf_error, path)}"
         raise AudioError(f"{path}: cannot decode audio, corrupt or not an audio file ({detail})") from None
-
-
-def _short(err: Exception, path: Path) -> str:
-    """First line of a decoder's message, without the file name the AudioError already starts with."""
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    for quoted in (f": '{path}'", f" '{path}'", f"'{path}'"):
-        first = first.replace(quoted, "")
-    return f"{type(err).__name__}: {first}"
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from ..data.files import InputError, find_files, write_atomically
+from ..data.files import InputError, decoder_message, find_files, write_atomically
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
@@ -40,15 +40,6 @@ _OPEN_LOCK = threading.Lock()
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
-def _short(err: BaseException, path: Path) -> str:
-    """First line of a decoder's message, without the file name the ImageError already starts with."""
-    text = str(err).strip().splitlines()
-    first = text[0] if text else ""
-    for quoted in (f" '{path}'", f"'{path}'", f" {path}"):
-        first = first.replace(quoted, "")
-    return f"{type(err).__name__}: {first}"
-
-
 def _open(path: Path) -> Image.Image:
     """Open and fully decode the first frame, turning every failure into an ImageError."""
     limit = Image.MAX_IMAGE_PIXELS
@@ -59,7 +50,7 @@ def _open(path: Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: image too large, possible decompression bomb ({e})", reason="too large") from None
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError (bad PNG chunks), ...
-        raise ImageError(f"{path}: cannot decode image, corrupt or not an image ({_short(e, path)})") from None
+        raise ImageError(f"{path}: cannot decode image, corrupt or not an image ({decoder_message(e, path)})") from None
     w, h = im.size
     if limit and w * h > limit:  # in case a filter elsewhere silenced the warning
         im.close()
@@ -73,7 +64,7 @@ def _open(path: Path) -> Image.Image:
         upright = ImageOps.exif_transpose(im)  # camera JPEGs store rotation in EXIF, not in the pixels
     except Exception as e:
         im.close()
-        raise ImageError(f"{path}: cannot decode image, truncated or corrupt ({_short(e, path)})") from None
+        raise ImageError(f"{path}: cannot decode image, truncated or corrupt ({decoder_message(e, path)})") from None
     if upright is not im:  # a copy: close the original, which keeps multi-frame files (GIF, TIFF) open
         im.close()
     im = upright
@@ -141,7 +132,7 @@ def _to_unit(im: Image.Image, path: Path) -> np.ndarray:
     try:  # CMYK, YCbCr, LAB, HSV, RGBX, I;16 variants Pillow converts itself, ...
         rgb = im.convert("RGB")
     except Exception as e:
-        raise ImageError(f"{path}: unsupported image mode {im.mode!r} ({_short(e, path)})") from None
+        raise ImageError(f"{path}: unsupported image mode {im.mode!r} ({decoder_message(e, path)})") from None
     return _planes(np.asarray(rgb), 255.0)
 
 
