@@ -127,28 +127,31 @@ def main(argv: list[str] | None = None) -> int:
 
         verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands
         return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError) as e:
-        # Known failure modes (bad files, configs, checkpoints, I/O) end with one clear line, not a traceback.
-        if debug:
-            raise
-        print(f"vqkit {args.verb}: error: {_one_line(e)}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as e:
-        if debug:
-            raise
-        print(f"vqkit {args.verb}: error: needs the Python package {e.name!r}, which is not installed "
-              "(audio: pip install 'vqkit[audio]'; images: pip install 'vqkit[image]')", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:
-        # Anything else is a bug: still one line by default, the traceback on request.
         if debug:
             raise
-        print(f"vqkit {args.verb}: internal error ({type(e).__name__}: {_one_line(e)}); this is a bug, "
-              "please report it (VQKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        message, code = _explain(e)
+        print(f"vqkit {args.verb}: {message}", file=sys.stderr)
+        return code
+
+
+# Known failure modes (bad files, configs, checkpoints, I/O): one clear line, exit 2.
+KNOWN_ERRORS = (ConfigError, FileNotFoundError, ValueError, RuntimeError, OSError)
+
+
+def _explain(e: Exception) -> tuple[str, int]:
+    """(the one line to print, the exit code) for an exception that ended a command."""
+    if isinstance(e, KNOWN_ERRORS):
+        return f"error: {_one_line(e)}", 2
+    if isinstance(e, ModuleNotFoundError):
+        return (f"error: needs the Python package {e.name!r}, which is not installed "
+                "(audio: pip install 'vqkit[audio]'; images: pip install 'vqkit[image]')", 2)
+    # anything else is a bug: still one line by default, the traceback with VQKIT_DEBUG=1
+    return (f"internal error ({type(e).__name__}: {_one_line(e)}); this is a bug, "
+            "please report it (VQKIT_DEBUG=1 shows the traceback)", 1)
 
 
 def _one_line(e: BaseException) -> str:
