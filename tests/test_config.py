@@ -130,7 +130,7 @@ def test_wrong_list_item_names_index():
 
 @pytest.mark.parametrize("override, key", [
     ("model.backbone.downsample=3", "model.backbone.downsample"),
-    ("model.backbone.downsample=8", "model.backbone.downsample"),
+    ("model.backbone.downsample=16", "model.backbone.downsample"),
     ("model.refiner.mode=foo", "model.refiner.mode"),
     ("model.quantizer.levels=[1, 5]", "model.quantizer.levels"),
     ("model.quantizer.levels=[]", "model.quantizer.levels"),

@@ -18,7 +18,8 @@ from vqkit.config import Config, load_config, save_config
 from vqkit.losses.gan import g_loss_lsgan
 from vqkit.losses.reconstruction import mse
 from vqkit.models.discriminators import MelDiscriminators
-from vqkit.models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, Tokenizer
+from vqkit.io.weights import CONFIG_NAME, WEIGHTS_NAME
+from vqkit.models.tokenizer import Tokenizer
 
 N_MELS = 16
 

@@ -97,7 +97,7 @@ def run_config(args, default_preset: str, schema: type = Config):
     run = Path(args.out)
     if args.resume and (run / "config.yaml").exists():
         log(f"resuming with the run's own config ({run / 'config.yaml'})")
-        return load_config(path=run / "config.yaml", overrides=args.overrides, schema=schema)
+        return load_config(path=run / "config.yaml", overrides=args.overrides, schema=schema, saved=True)
     if not args.resume and (run / "checkpoints" / "latest").exists():
         raise RuntimeError(f"{run} already holds a training run; pass --resume to continue it, "
                            "or choose another --out")
@@ -290,7 +290,7 @@ def cmd_info(args) -> int:
         log("presets: " + ", ".join(available_presets()))
         log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
         return 0
-    from .models.tokenizer import resolve_checkpoint_dir
+    from .io.weights import resolve_checkpoint_dir
 
     tok = _load_tokenizer(args.checkpoint)
     cfg = tok.config

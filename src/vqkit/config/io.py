@@ -160,9 +160,10 @@ def _preset_dir(kind: str) -> Path:
 
 
 def load_config(preset: str | None = None, path: str | Path | None = None,
-                overrides: list[str] | None = None, schema: type = Config) -> Any:
+                overrides: list[str] | None = None, schema: type = Config, saved: bool = False) -> Any:
     """Defaults <- preset <- YAML file <- overrides, validated. schema: Config (tokenizers) or
-    PriorConfig (token priors, presets in presets/priors/)."""
+    PriorConfig (token priors, presets in presets/priors/). saved: `path` is a config vqkit wrote
+    (a run's config.yaml), read with old layouts migrated."""
     kind = "tokenizer" if schema is Config else "prior"
     data: dict = {}
     if preset is not None:
@@ -171,7 +172,8 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
             raise ConfigError(f"unknown preset {preset!r} ({kind}s); available: {', '.join(available_presets(kind))}")
         data = _merge(data, read_yaml(p))
     if path is not None:
-        data = _merge(data, read_yaml(Path(path)))
+        raw = read_yaml(Path(path))
+        data = _merge(data, migrate_saved(raw) if saved and schema is Config else raw)
     if overrides:
         data = _merge(data, parse_overrides(overrides))
     where = str(path) if path is not None else (f"preset {preset}" if preset else "")
@@ -194,9 +196,35 @@ def _override_of(message: str, overrides: list[str]) -> str | None:
     return None
 
 
-def config_from_dict(data: dict, where: str = "") -> Config:
+# Keys added after configs were first saved, with the value that reproduces what a config saved
+# without them meant (a saved config is complete, so an absent key means "saved before it existed").
+# Mel models only: image models never had these behaviours.
+_SAVED_BEFORE = {("model", "backbone", "attention_frames"): None,   # channel attention over the whole clip
+                 ("model", "refiner", "norm"): "clip"}               # refiner GroupNorm over the whole clip
+
+
+def migrate_saved(data: dict) -> dict:
+    """A saved (checkpoint or run) config as the current schema reads it, with the same meaning."""
+    model = data.get("model")
+    if not isinstance(model, dict) or model.get("modality", "mel") != "mel":
+        return data
+    out = _merge(data, {})
+    for path, value in _SAVED_BEFORE.items():
+        node = out
+        for name in path[:-1]:
+            if not isinstance(node.get(name), dict):
+                break
+            node[name] = dict(node[name])
+            node = node[name]
+        else:
+            node.setdefault(path[-1], value)
+    return out
+
+
+def config_from_dict(data: dict, where: str = "", saved: bool = False) -> Config:
+    """saved: a config written by vqkit (a checkpoint's or run's config.yaml): migrate old layouts."""
     try:
-        return from_dict(Config, data).validate()
+        return from_dict(Config, migrate_saved(data) if saved else data).validate()
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 

@@ -64,7 +64,11 @@ class BackboneConfig:
     attention: bool = True          # resnet1d: channel+temporal attention per block; 2D: self-attention at the lowest resolution
     mel_mixer: bool = True          # resnet1d only: small 2D conv block over the (channels x time) map
     downsample: int = 1             # resnet1d: time factor 1/2/4; images: spatial factor 4/8/16 (vit: patch size)
-    causal_decoder: bool = False    # resnet1d only: decoder convolutions see only the past
+    causal_decoder: bool = False    # resnet1d only: decoder convolutions see only the past (model.causal: all of it)
+    # resnet1d: frames the channel attention's squeeze averages over (centred; causal: the last N).
+    # A finite window keeps the receptive field finite (streaming, long files, padded batches);
+    # null = the whole clip, as checkpoints saved before it existed.
+    attention_frames: int | None = 31
     heads: int = 4                  # attention heads (vit, 2D attention blocks)
     patch_overlap: bool = False     # vit: overlapping patch embedding (kernel 2p, stride p) against grid artefacts
     spatial_norm_blocks: int = 0    # MoVQ: the first N decoder stages normalise with gamma(z_q), beta(z_q)
@@ -87,7 +91,9 @@ class BackboneConfig:
         _check(0 <= self.dropout < 1, "model.backbone.dropout", "must be in [0, 1)")
         _check(self.heads >= 1, "model.backbone.heads", "must be >= 1")
         if not self.is_image:
-            _check(self.downsample in (1, 2, 4), "model.backbone.downsample", "must be 1, 2 or 4 for resnet1d")
+            _check(self.downsample in (1, 2, 4, 8), "model.backbone.downsample", "must be 1, 2, 4 or 8 for resnet1d")
+            _check(self.attention_frames is None or self.attention_frames >= 1, "model.backbone.attention_frames",
+                   "must be >= 1 (or null: the whole clip)")
             for name in ("spatial_norm_blocks", "decoder_attention_blocks"):
                 _check(getattr(self, name) == 0, f"model.backbone.{name}", "applies to image backbones only")
             _check(not self.patch_overlap, "model.backbone.patch_overlap", "applies to vit only")
@@ -95,6 +101,8 @@ class BackboneConfig:
         _check(self.downsample in (2, 4, 8, 16), "model.backbone.downsample", "must be 2, 4, 8 or 16 for images")
         _check(not self.mel_mixer, "model.backbone.mel_mixer", "applies to resnet1d only (set false)")
         _check(not self.causal_decoder, "model.backbone.causal_decoder", "applies to resnet1d only")
+        _check(self.attention_frames == BackboneConfig.attention_frames, "model.backbone.attention_frames",
+               "applies to resnet1d only")
         _check(self.kind == "vit" or not self.patch_overlap, "model.backbone.patch_overlap", "applies to vit only")
         _check(self.kind != "vit" or self.attention, "model.backbone.attention", "a ViT is attention; cannot be false")
         _check(0 <= self.spatial_norm_blocks <= len(self.channels), "model.backbone.spatial_norm_blocks",
@@ -158,8 +166,13 @@ class RefinerConfig:
     base_channels: int = 16
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4])
     hidden_bins: int | None = None  # decoder hidden -> this many extra rows (mel) / channels (image); None = auto
+    # GroupNorm statistics: "frame" = per time frame (mels: local in time, needed for streaming and
+    # long files); "clip" = over the whole input (images; mel checkpoints saved before "frame").
+    # null: "frame" for mels, "clip" for images.
+    norm: str | None = None
 
     def validate(self) -> None:
+        _check(self.norm in (None, "frame", "clip"), "model.refiner.norm", "must be 'frame', 'clip' or null")
         _check(self.mode in ("isolated", "shared"), "model.refiner.mode", "must be 'isolated' or 'shared'")
         _check(self.base_channels > 0, "model.refiner.base_channels", "must be > 0")
         _check(len(self.channel_mults) >= 1 and all(m > 0 for m in self.channel_mults),
@@ -178,6 +191,9 @@ class ImageConfig:
 @dataclass
 class ModelConfig:
     modality: str = "mel"           # "mel" (audio) or "image"
+    # Encoder, decoder and refiner see only the past (left-padded convolutions, causal statistics,
+    # pooling aligned to the past): tokens and frames stream chunk by chunk. Mels only.
+    causal: bool = False
     mel: MelConfig = field(default_factory=MelConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -190,6 +206,14 @@ class ModelConfig:
         self.refiner.validate()
         _check(self.backbone.is_image == (self.modality == "image"), "model.backbone.kind",
                f"{self.backbone.kind!r} does not fit modality {self.modality!r}")
+        image = self.modality == "image"
+        _check(not (image and self.causal), "model.causal", "applies to mel models only")
+        _check(not (image and self.refiner.norm == "frame"), "model.refiner.norm",
+               "'frame' applies to mel models only (images: 'clip' or null)")
+        _check(not (self.causal and self.refiner.norm == "clip"), "model.refiner.norm",
+               "'clip' statistics see the whole clip, so a causal model cannot use them")
+        _check(not (self.causal and self.backbone.attention_frames is None), "model.backbone.attention_frames",
+               "null (the whole clip) sees the future, so a causal model needs a window")
 
 
 @dataclass
@@ -304,6 +328,9 @@ class TrainConfig:
     compile: bool = False           # torch.compile the model's forward (GPU: faster after a warm-up)
     compile_backend: str = "inductor"  # torch.compile backend; "aot_eager" traces without code generation
     keep_best: bool = True          # also keep the best held-out checkpoint (checkpoints/best)
+    # Wall-clock budget of one `vqkit train` invocation: at the first step past it training stops
+    # with a complete, resumable checkpoint. null = no limit (train.steps only).
+    max_minutes: float | None = None
 
     def validate(self) -> None:
         _check(self.steps >= 1, "train.steps", "must be >= 1")
@@ -317,6 +344,7 @@ class TrainConfig:
                "must be 'inductor', 'aot_eager', 'eager' or 'cudagraphs'")
         _check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
         _check(0.0 <= self.ema_decay < 1.0, "train.ema_decay", "must be in [0, 1) (0 = off)")
+        _check(self.max_minutes is None or self.max_minutes > 0, "train.max_minutes", "must be > 0 (or null)")
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..models.tokenizer import resolve_checkpoint_dir
+from ..io.weights import resolve_checkpoint_dir
 
 
 def _files(tok, folder: Path) -> list[Path]:

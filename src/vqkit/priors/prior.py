@@ -21,8 +21,8 @@ from torch import nn
 from ..config import ConfigError, from_dict, save_config
 from ..config.io import read_yaml
 from ..config.prior_schema import PriorConfig
-from ..models.tokenizer import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
-                                save_weights)
+from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
+                          save_weights)
 from . import build_prior
 
 META_NAME = "prior.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.tokenizer import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, save_weights
+from ..io.weights import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, save_weights
 from .state_io import load_state, save_state
 
 class CheckpointError(RuntimeError):

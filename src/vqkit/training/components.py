@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..config import Config, ConfigError
-from ..models.tokenizer import WEIGHTS_NAME, Tokenizer, resolve_checkpoint_dir
+from ..io.weights import WEIGHTS_NAME, resolve_checkpoint_dir
+from ..models.tokenizer import Tokenizer
 
 FROZEN_IN_PHASE_2 = ("encoder", "quantizer")
 

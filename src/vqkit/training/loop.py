@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config import OptimConfig, TrainConfig
 from ..distributed import all_reduce_mean_, same_everywhere
-from ..models.tokenizer import state_hash
+from ..io.weights import state_hash
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
 from .metrics_log import MetricsLog

@@ -1,0 +1,1 @@
+"""The ground floor: files and weights. Modules here import nothing else from vqkit."""
