@@ -257,3 +257,17 @@ def test_dataloader_workers_feed_the_same_batches(tmp_path, synthetic_mels):
             progress=False).fit()
     a, b = train_records(tmp_path / "main"), train_records(tmp_path / "workers")
     assert [r["g"] for r in a] == [r["g"] for r in b]
+
+
+@pytest.mark.slow
+def test_two_processes_stop_together_at_the_time_budget(demo_dir, tmp_path):
+    """train.max_minutes: process 0's clock decides, so both processes stop at the same step (one
+    that stopped alone would leave the other waiting in a collective)."""
+    out = tmp_path / "budget"
+    p = vqkit("train", "--preset", "mqgan-refiner", "--data", str(demo_dir / "train"), "--out", str(out),
+              "--no-progress", *MEL_RUN, "train.batch_size=2", "train.steps=1000000", "train.max_minutes=0.02",
+              processes=2)
+    stops = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["split"] == "stop"]
+    assert len(stops) == 1 and p.stdout.count("stopped at step") == 1
+    assert f"stopped at step {stops[0]['step']} after" in p.stdout
+    assert latest_checkpoint(out).name == f"step_{stops[0]['step']:08d}"   # saved after equal-replica check

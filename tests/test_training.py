@@ -11,6 +11,7 @@ from conftest import TINY
 from vqkit.config import load_config
 from vqkit.training import checkpoint as ckpt_mod
 from vqkit.training.checkpoint import CheckpointError, latest_checkpoint
+from vqkit.training.state_io import load_state
 from vqkit.training.trainer import Trainer, TrainingStopped
 
 quiet = lambda m: None  # noqa: E731
@@ -125,7 +126,7 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, synthetic_me
             return (mel * float("nan"), mask) if step >= 4 else (mel, mask)
 
     t.batches = Poisoned()
-    with pytest.raises(TrainingStopped, match=r"stopped at step 7: 3 consecutive steps .*\(last: .*g=nan.*\); "
+    with pytest.raises(TrainingStopped, match=r"stopped at step 7: 3 consecutive steps .*\(skipped: base, refiner; last: .*g=nan.*\); "
                                               r"last good checkpoint: .*step_00000004"):
         t.fit()
     assert t.skipped_steps == 3
@@ -133,3 +134,42 @@ def test_non_finite_steps_are_skipped_then_training_stops(tmp_path, synthetic_me
     assert last.name == "step_00000004"
     weights = load_file(str(last / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_init_from_starts_a_phase_one_run_from_trained_weights(tmp_path, synthetic_mels):
+    """Fine-tuning: train.init_from loads the weights (and mel normalisation) only; optimisers,
+    discriminators and the step start fresh."""
+    logs = []
+    first = run(make_cfg("train.steps=3", "train.save_every=3", "loss.gan_start_step=1"), tmp_path / "a",
+                synthetic_mels)
+    source = load_file(str(latest_checkpoint(tmp_path / "a") / "model.safetensors"))
+    other_data = [m + 1.0 for m in synthetic_mels]   # other normalisation stats: the checkpoint's win
+    t = Trainer(make_cfg("train.steps=2", "train.save_every=2", f"train.init_from={tmp_path / 'a'}"), tmp_path / "b",
+                other_data, log=logs.append, progress=False)
+    assert t.step == 0 and not t.opt_g.state_dict()["state"]
+    assert all(torch.equal(v, source[k]) for k, v in t.raw_model.state_dict().items())
+    fresh_disc = Trainer(make_cfg(), tmp_path / "c", other_data, log=quiet, progress=False).disc.state_dict()
+    assert all(torch.equal(v, fresh_disc[k]) for k, v in t.disc.state_dict().items())
+    assert any("initialised from" in m and "weights only" in m for m in logs)
+    t.fit()
+    assert [r["step"] for r in records(tmp_path / "b")] == [2]
+    assert load_state(latest_checkpoint(tmp_path / "b"), "train_state")["step"] == 2 == first.step - 1
+
+
+def test_init_from_refuses_weights_that_do_not_fit(tmp_path, synthetic_mels):
+    run(make_cfg("train.steps=1", "train.save_every=1"), tmp_path / "a", synthetic_mels)
+    with pytest.raises(ValueError) as e:
+        Trainer(make_cfg("model.backbone.channels=[32]", f"train.init_from={tmp_path / 'a'}"), tmp_path / "b",
+                synthetic_mels, log=quiet, progress=False)
+    msg = str(e.value)   # names the option, the checkpoint, the tensor and both shapes
+    assert f"train.init_from={tmp_path / 'a'}" in msg and "config.yaml" in msg
+    assert "torch.Size([24" in msg and "torch.Size([32" in msg and "encoder." in msg
+    with pytest.raises(ValueError, match=r"train.init_from: .*nowhere: no such checkpoint"):
+        Trainer(make_cfg(f"train.init_from={tmp_path / 'nowhere'}"), tmp_path / "c", synthetic_mels, log=quiet,
+                progress=False)
+    pickled = tmp_path / "pickled"   # a downloaded "checkpoint" whose weights are a pickle
+    pickled.mkdir()
+    (pickled / "config.yaml").write_text((latest_checkpoint(tmp_path / "a") / "config.yaml").read_text())
+    torch.save({"x": torch.zeros(1)}, pickled / "model.safetensors")
+    with pytest.raises(ValueError, match=r"pickled/model.safetensors: .*never unpickles"):
+        Trainer(make_cfg(f"train.init_from={pickled}"), tmp_path / "d", synthetic_mels, log=quiet, progress=False)

@@ -1,15 +1,16 @@
 """What every vqkit training run shares (tokenizers and token priors): devices and processes through
-HF accelerate, step-indexed data, gradient accumulation, skipped non-finite steps, EMA weights,
-optional torch.compile, logging, periodic evaluation, complete checkpoints (latest k + best) and
-exact resume.
+HF accelerate, step-indexed data, gradient accumulation, per-group gradient clipping and skipped
+non-finite updates, EMA weights, optional torch.compile, logging, periodic evaluation, complete
+checkpoints (latest k + best), exact resume and a wall-clock budget (train.max_minutes).
 
 Data: `batches[step]` is a pure function of (seed, step) and holds the GLOBAL batch of
 batch_size x grad_accum_steps x processes rows; each process takes its own rows and splits them into
 micro-batches. So one process with batch 8 and two processes with batch 4 train on the same samples,
 and a resumed run sees exactly the batches an uninterrupted one would.
 
-A subclass builds its model and optimisers, then implements `train_step(*local_batch)` (returning
-the step's numbers, or None when the step was skipped), `evaluate(metrics)` and `best_value`.
+A subclass builds its model and optimisers, then implements `train_step(*local_batch)` (updating
+through `apply` and returning `end_step(the step's numbers)`: None when nothing was updated),
+`evaluate(metrics)` and `best_of`.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..config import OptimConfig, TrainConfig
-from ..distributed import all_reduce_mean_, same_everywhere
+from ..distributed import all_reduce_mean_, broadcast_, same_everywhere
 from ..io.weights import state_hash
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
@@ -72,6 +73,9 @@ class TrainLoop:
         self.best_value: float | None = None
         self.ema = None
         self.last_losses: dict[str, float] = {}
+        self.skipped_groups: list[str] = []   # the parameter groups the last step did not update
+        self._skipped: list[str] = []
+        self._updated = False
 
     # ---- set-up helpers for subclasses ---------------------------------------------------
     @property
@@ -107,16 +111,45 @@ class TrainLoop:
             stack.enter_context(self.acc.no_sync(m))
         return stack
 
-    def apply(self, opt, sched, params) -> torch.Tensor:
-        """Clip and step when the gradient is finite everywhere (after DDP's all-reduce every process
-        sees the same norm, so all agree); always clears the gradients. Returns the norm."""
+    def apply(self, opt, sched, groups: dict[str, list[nn.Parameter]]) -> dict[str, float]:
+        """Clip each parameter group's gradient to optim.grad_clip on its own, step the groups whose
+        gradient is finite, skip the others, and clear every gradient. Returns each group's norm
+        (before clipping). Apart, so one group's large or non-finite gradient (an isolated refiner's
+        GAN gradient) can neither shrink nor block another's update. After DDP's all-reduce every
+        process holds the same gradients, so all compute the same norms and make the same choices."""
         clip = self.optim.grad_clip
-        norm = self.acc.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        if torch.isfinite(norm):
+        norms, stepped = {}, False
+        for name, params in groups.items():
+            params = list(params)
+            norm = self.acc.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+            norms[name] = float(norm)
+            if torch.isfinite(norm):
+                stepped = True
+            else:
+                self._skipped.append(name)
+                for p in params:   # AdamW leaves a parameter without a gradient (and its moments) as it is
+                    p.grad = None
+        if stepped:
             opt.step()
             sched.step()
+            self._updated = True
         opt.zero_grad(set_to_none=True)
-        return norm
+        return norms
+
+    def end_step(self, values: dict[str, float]) -> dict[str, float] | None:
+        """The end of every train_step: count the step, note which parameter groups `apply` skipped
+        (self.skipped_groups), update the EMA when anything was updated. Returns `values`, or None
+        when the whole step was skipped."""
+        self.step += 1
+        self.skipped_groups, self._skipped = self._skipped, []
+        updated, self._updated = self._updated, False
+        if self.skipped_groups:
+            self.last_losses = values
+        if not updated:
+            return None
+        if self.ema is not None:
+            self.ema.update_parameters(self.raw_model)
+        return values
 
     # ---- state ---------------------------------------------------------------------------
     def export_model(self) -> nn.Module:
@@ -178,8 +211,13 @@ class TrainLoop:
 
     # ---- the loop ------------------------------------------------------------------------
     def fit(self, resume: bool | str = False) -> dict:
-        """resume: False, True / "auto" (the newest complete checkpoint, or a fresh start), or a path."""
+        """resume: False, True / "auto" (the newest complete checkpoint, or a fresh start), or a path.
+        Trains to train.steps, or until train.max_minutes of this call have passed: the step that
+        crosses the budget is then the last, logged, evaluated and saved like a final step, and
+        `--resume` continues from its checkpoint (self.stopped_early tells which happened)."""
         t = self.t
+        started = time.monotonic()   # the budget of this invocation, resumed runs included
+        self.stopped_early = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self.resume(None if resume in (True, "auto") else resume)
@@ -200,21 +238,21 @@ class TrainLoop:
             for batch in loader:
                 batch = tuple(x.to(self.acc.device, non_blocking=True) for x in batch)
                 values = self.train_step(*batch)
-                if values is None:
+                if self.skipped_groups:   # some (or every) parameter group kept its weights
                     consecutive_bad += 1
                     self.skipped_steps += 1
                     if consecutive_bad >= t.max_nonfinite_steps:
-                        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items())
-                        raise TrainingStopped(
-                            f"stopped at step {self.step}: {consecutive_bad} consecutive steps had non-finite "
-                            f"losses or gradients (last: {shown}); last good checkpoint: "
-                            f"{latest_checkpoint(self.run_dir)}")
-                    continue
-                consecutive_bad = 0
-                for k, v in values.items():
-                    window.setdefault(k, []).append(v)
+                        raise TrainingStopped(self._nonfinite_message(consecutive_bad))
+                else:
+                    consecutive_bad = 0
+                    for k, v in values.items():
+                        window.setdefault(k, []).append(v)
+                out_of_time = self.step < t.steps and self._out_of_time(started)
+                final = self.step == t.steps or out_of_time
+                if values is None and not final:
+                    continue   # nothing changed: nothing to log, evaluate or save
                 bar.update(self.step - bar.n)
-                if self.step % t.log_every == 0 or self.step == t.steps:
+                if window and (self.step % t.log_every == 0 or final):
                     last = self._global_means(window)
                     window = {}
                     last["lr"] = next(iter(self.schedulers().values())).get_last_lr()[0]
@@ -222,10 +260,13 @@ class TrainLoop:
                     last["samples_per_s"] = last["steps_per_s"] * self.global_batch
                     metrics.write(self.step, "train", last)
                     bar.set_postfix({k: f"{last[k]:.3f}" for k in self.progress_keys if k in last})
-                if self.step % t.eval_every == 0 or self.step == t.steps:
+                if self.step % t.eval_every == 0 or final:
                     self._evaluate_and_keep_best(metrics)
-                if self.step == t.steps:
-                    self.save()   # the final checkpoint must exist: an error here ends the run
+                if final:
+                    path = self.save()   # the final checkpoint must exist: an error here ends the run
+                    if out_of_time:
+                        self._stopped_for_time(metrics, started, path)
+                        break
                 elif self.step % t.save_every == 0:
                     try:
                         self.save()
@@ -239,8 +280,30 @@ class TrainLoop:
             bar.close()
             metrics.close()
         if self.skipped_steps:
-            self.log(f"{self.skipped_steps} step(s) were skipped for non-finite losses or gradients")
+            self.log(f"{self.skipped_steps} step(s) skipped an update for non-finite losses or gradients")
         return last
+
+    def _nonfinite_message(self, consecutive: int) -> str:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items())
+        return (f"stopped at step {self.step}: {consecutive} consecutive steps had non-finite losses or "
+                f"gradients (skipped: {', '.join(self.skipped_groups)}; last: {shown}); last good checkpoint: "
+                f"{latest_checkpoint(self.run_dir)}")
+
+    def _out_of_time(self, started: float) -> bool:
+        """train.max_minutes has passed since `started` (process 0's clock, so every process stops at
+        the same step)."""
+        if self.t.max_minutes is None:
+            return False
+        late = torch.tensor([float(time.monotonic() - started >= 60 * self.t.max_minutes)], device=self.acc.device)
+        return bool(broadcast_(late, 0).item())
+
+    def _stopped_for_time(self, metrics: MetricsLog, started: float, path: Path | None) -> None:
+        self.stopped_early = True
+        minutes = (time.monotonic() - started) / 60
+        metrics.write(self.step, "stop", {"reason": "max_minutes", "minutes": minutes,
+                                          "max_minutes": self.t.max_minutes, "steps": self.t.steps})
+        self.log(f"stopped at step {self.step} after {minutes:.2f} min (train.max_minutes={self.t.max_minutes:g}); "
+                 f"checkpoint {path or self.run_dir / 'checkpoints'}; --resume continues to step {self.t.steps}")
 
     def _global_means(self, window: dict[str, list[float]]) -> dict[str, float]:
         """Window means over every process's rows (each process saw its own part of the batch)."""

@@ -84,14 +84,9 @@ class PriorTrainer(TrainLoop):
                 self.acc.backward(nll / len(micro))
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v / len(micro)
-        sums["grad_norm"] = float(self.apply(self.opt, self.sched, self.model.parameters()))
-        self.step += 1
-        if not math.isfinite(sums["grad_norm"]) or not math.isfinite(sums["nll"]):
-            self.last_losses = sums
-            return None
-        if self.ema is not None:
-            self.ema.update_parameters(self.raw_model)
-        return sums
+        # a non-finite nll gives a non-finite gradient, which skips the update
+        sums["grad_norm"] = self.apply(self.opt, self.sched, {"prior": self.model.parameters()})["prior"]
+        return self.end_step(sums)
 
     @torch.no_grad()
     def evaluate(self, metrics: MetricsLog) -> dict | None:

@@ -20,7 +20,7 @@ from ..config import Config, save_config
 from ..data.crops import normalization_stats
 from ..losses.objective import Objective, RealFakeDiscriminator
 from ..models.tokenizer import Tokenizer
-from .components import make_batches, make_discriminator, make_perceptual, start_phase_2
+from .components import make_batches, make_discriminator, make_perceptual, start_from
 from .loop import TrainingStopped, TrainLoop, warmup
 from .metrics_log import MetricsLog
 
@@ -40,7 +40,7 @@ class Trainer(TrainLoop):
         self.image = cfg.model.modality == "image"
         if not self.image:
             model.set_normalization(*normalization_stats(train_items))
-        self.frozen = start_phase_2(model, t.init_from, log) if t.phase == 2 else []
+        self.frozen = start_from(model, t, log)   # train.init_from (and phase 2's freezing)
         self.objective = Objective(cfg.loss, make_perceptual(cfg))
         disc = make_discriminator(cfg)
         o = cfg.optim
@@ -85,8 +85,8 @@ class Trainer(TrainLoop):
 
     # ---- one step -----------------------------------------------------------------------
     def train_step(self, x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, float] | None:
-        """One G (and D) update on this process's rows; returns the losses, or None when the step
-        was skipped because a loss or gradient was not finite (in any process)."""
+        """One G (and D) update on this process's rows; returns the losses, or None when no parameter
+        group could be updated (non-finite gradients; every process decides alike)."""
         gan_on = self.disc is not None and self.step >= self.cfg.loss.gan_start_step
         self.model.train()
         for name in self.frozen:   # phase 2: no dropout, no codebook restarts or usage updates
@@ -101,16 +101,27 @@ class Trainer(TrainLoop):
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + float(v) / len(micro)
         if gan_on:
-            self.apply(self.opt_d, self.sched_d, self.disc.parameters())
-        sums["grad_norm"] = float(self.apply(self.opt_g, self.sched_g,
-                                             [p for p in self.model.parameters() if p.requires_grad]))
-        self.step += 1
-        if not torch.isfinite(torch.tensor(sums["grad_norm"])):
-            self.last_losses = sums
-            return None
-        if self.ema is not None:
-            self.ema.update_parameters(self.raw_model)
-        return sums
+            sums["grad_norm_d"] = self.apply(self.opt_d, self.sched_d, {"discriminator": self.disc.parameters()})[
+                "discriminator"]
+        norms = self.apply(self.opt_g, self.sched_g, self.generator_groups())
+        sums["grad_norm"] = norms.get("base", norms.get("generator"))
+        if "refiner" in norms:
+            sums["grad_norm_refiner"] = norms["refiner"]
+        return self.end_step(sums)
+
+    def generator_groups(self) -> dict[str, list[torch.nn.Parameter]]:
+        """The generator's parameters in the groups `apply` clips and skips apart. An isolated
+        refiner: the base model (encoder, quantiser, decoder) learns from the draft loss alone, so
+        neither the size nor the finiteness of the refiner's (GAN) gradient may touch its update:
+        two groups. Shared mode or no refiner: one objective trains every weight, and it is clipped
+        as one (as the reference clips the whole generator)."""
+        raw = self.raw_model
+        trainable = [p for p in raw.parameters() if p.requires_grad]   # phase 2: frozen parts stay out
+        if raw.refiner is None or self.cfg.model.refiner.mode != "isolated":
+            return {"generator": trainable}
+        refiner = {id(p) for p in raw.refiner.parameters()}
+        return {"base": [p for p in trainable if id(p) not in refiner],
+                "refiner": [p for p in trainable if id(p) in refiner]}
 
     def _micro_step(self, x: torch.Tensor, mask: torch.Tensor | None, gan_on: bool, n_micro: int) -> dict:
         with self.acc.autocast():
