@@ -30,34 +30,44 @@ def encoder_layers(channels: list[int], n_down: int, stage: Callable[[int], nn.M
 
 def _stage(width: int, cfg: BackboneConfig, causal: bool) -> nn.Sequential:
     # Dilations 1, 3, 9, ... widen the receptive field without downsampling.
-    return nn.Sequential(*[ResBlock1d(width, cfg.kernel_size, 3 ** (j % 3), cfg.dropout, cfg.attention, causal)
+    return nn.Sequential(*[ResBlock1d(width, cfg.kernel_size, 3 ** (j % 3), cfg.dropout, cfg.attention, causal,
+                                      cfg.attention_frames)
                            for j in range(cfg.blocks_per_stage)])
 
 
 class ResNet1dEncoder(nn.Module):
-    """(B, in_channels, T) -> (B, latent_dim, T / downsample)."""
+    """(B, in_channels, T) -> (B, latent_dim, T / downsample). Causal: token j sees mel frames up
+    to the last of its own downsample frames, none later."""
 
-    def __init__(self, in_channels: int, latent_dim: int, cfg: BackboneConfig):
+    def __init__(self, in_channels: int, latent_dim: int, cfg: BackboneConfig, causal: bool = False):
         super().__init__()
         ch = cfg.channels
         n_down = int(math.log2(cfg.downsample))
         self.proj_in = nn.Conv1d(in_channels, ch[0], 1)     # mel bins become channels
-        self.mixer = MelMixer() if cfg.mel_mixer else nn.Identity()
-        self.body = nn.Sequential(*encoder_layers(ch, n_down, lambda w: _stage(w, cfg, causal=False), Downsample1d,
+        self.mixer = MelMixer(causal=causal) if cfg.mel_mixer else nn.Identity()
+        self.body = nn.Sequential(*encoder_layers(ch, n_down, lambda w: _stage(w, cfg, causal),
+                                                  lambda a, b: Downsample1d(a, b, causal),
                                                   lambda a, b: nn.Conv1d(a, b, 1)))
         self.proj_out = nn.Sequential(nn.LeakyReLU(0.1), nn.Conv1d(ch[-1], latent_dim, 1))
 
+        self.latent_dim = latent_dim
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj_out(self.body(self.mixer(self.proj_in(x))))
+        h = self.mixer(self.proj_in(x))
+        for layer in self.body:
+            h = layer(h)
+            if h.shape[-1] == 0:   # a stream chunk that completes no token: nothing more to compute
+                return h.new_zeros(h.shape[0], self.latent_dim, 0)
+        return self.proj_out(h)
 
 
 class ResNet1dDecoder(nn.Module):
     """(B, latent_dim, T') -> (output (B, out_channels, T' * downsample), last hidden (B, channels[0], T))."""
 
-    def __init__(self, out_channels: int, latent_dim: int, cfg: BackboneConfig):
+    def __init__(self, out_channels: int, latent_dim: int, cfg: BackboneConfig, causal: bool = False):
         super().__init__()
         ch = list(reversed(cfg.channels))
-        causal = cfg.causal_decoder
+        causal = causal or cfg.causal_decoder
         n_down = int(math.log2(cfg.downsample))
         n_up_stages = len(ch)
         self.proj_in = Conv1d(latent_dim, ch[0], cfg.kernel_size, causal=causal)
@@ -86,7 +96,10 @@ class ResNet1dDecoder(nn.Module):
         return self.proj_out(self.act(hidden)), hidden
 
 
-def build_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig) -> tuple[nn.Module, nn.Module]:
+def build_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig,
+                   causal: bool = False) -> tuple[nn.Module, nn.Module]:
+    """causal (model.causal): encoder and decoder see only the past."""
     if cfg.kind == "resnet1d":
-        return ResNet1dEncoder(in_channels, latent_dim, cfg), ResNet1dDecoder(in_channels, latent_dim, cfg)
+        return (ResNet1dEncoder(in_channels, latent_dim, cfg, causal),
+                ResNet1dDecoder(in_channels, latent_dim, cfg, causal))
     raise ValueError(f"unknown backbone {cfg.kind!r}")

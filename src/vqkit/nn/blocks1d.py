@@ -1,7 +1,9 @@
 """1D blocks over time with features as channels: the MQGAN-style residual block and its parts.
 
-Every block takes `causal`: with it, outputs at time t depend only on inputs at times <= t
-(left padding, cumulative statistics), which is what a streaming decoder needs.
+Every block takes `causal`: with it, outputs at time t depend only on inputs at times <= t (left
+context through nn/streaming.py's Past), so the same block runs on whole clips and chunk by chunk.
+Receptive fields are finite (windowed channel attention), so tokens do not depend on how long the
+clip is, on padding in a batch, or on where a long file is cut into windows.
 """
 from __future__ import annotations
 
@@ -10,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .streaming import Past, windows
+
 
 class Conv1d(nn.Module):
-    """Conv1d that keeps the length: symmetric padding, or left-only padding when causal."""
+    """Conv1d that keeps the length: symmetric padding, or the past only when causal."""
 
     def __init__(self, cin: int, cout: int, kernel_size: int, dilation: int = 1, causal: bool = False,
                  weight_normed: bool = True):
@@ -20,28 +24,41 @@ class Conv1d(nn.Module):
         conv = nn.Conv1d(cin, cout, kernel_size, dilation=dilation)
         self.conv = weight_norm(conv) if weight_normed else conv
         total = dilation * (kernel_size - 1)
-        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+        self.past = Past(total + 1) if causal else None
+        self.pad = (total // 2, total - total // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, self.pad))
+        if self.past is None:
+            return self.conv(F.pad(x, self.pad))
+        return windows(self.conv, self.past(x), self.past.span)
 
 
 class ChannelAttention(nn.Module):
-    """Squeeze-excitation over channels; the causal variant squeezes with a running mean over time."""
+    """Squeeze-excitation over channels, squeezed with the mean over a window of `frames` frames
+    (centred; causal: the last `frames`). frames=None squeezes over the whole clip (causal: a
+    running mean from the start), as models saved before the window existed did."""
 
-    def __init__(self, channels: int, causal: bool, reduction: int = 4):
+    def __init__(self, channels: int, causal: bool, reduction: int = 4, frames: int | None = None):
         super().__init__()
         hidden = max(4, channels // reduction)
         self.mlp = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.SiLU(), nn.Conv1d(hidden, channels, 1))
-        self.causal = causal
+        self.causal, self.frames = causal, frames
+        self.past = Past(frames) if (causal and frames) else None
+
+    def _squeeze(self, x: torch.Tensor) -> torch.Tensor:
+        if self.frames is None:
+            if self.causal:
+                steps = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
+                return x.cumsum(-1) / steps
+            return x.mean(-1, keepdim=True)
+        mean = lambda h: F.avg_pool1d(h, self.frames, stride=1)  # noqa: E731 (zeros count: purely local)
+        if self.past is not None:
+            return windows(mean, self.past(x), self.frames)
+        left = (self.frames - 1) // 2
+        return mean(F.pad(x, (left, self.frames - 1 - left)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.causal:
-            steps = torch.arange(1, x.shape[-1] + 1, device=x.device, dtype=x.dtype)
-            squeezed = x.cumsum(-1) / steps
-        else:
-            squeezed = x.mean(-1, keepdim=True)
-        return x * torch.sigmoid(self.mlp(squeezed))
+        return x * torch.sigmoid(self.mlp(self._squeeze(x)))
 
 
 class TemporalAttention(nn.Module):
@@ -60,13 +77,14 @@ class ResBlock1d(nn.Module):
     """x + Attn(Conv(act(Conv(act(x))))): two weight-normed convolutions, channel + temporal attention."""
 
     def __init__(self, channels: int, kernel_size: int, dilation: int = 1, dropout: float = 0.0,
-                 attention: bool = True, causal: bool = False):
+                 attention: bool = True, causal: bool = False, attention_frames: int | None = None):
         super().__init__()
         self.conv1 = Conv1d(channels, channels, kernel_size, dilation, causal)
         self.conv2 = Conv1d(channels, channels, kernel_size, 1, causal)
         self.act = nn.LeakyReLU(0.1)
         self.dropout = nn.Dropout(dropout)
-        self.attn = (nn.Sequential(ChannelAttention(channels, causal), TemporalAttention(causal))
+        self.attn = (nn.Sequential(ChannelAttention(channels, causal, frames=attention_frames),
+                                   TemporalAttention(causal))
                      if attention else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,26 +101,34 @@ class MelMixer(nn.Module):
         self.conv1 = nn.Conv2d(1, width, 3)
         self.conv2 = nn.Conv2d(width, 1, 3)
         self.act = nn.LeakyReLU(0.1)
-        self.tpad = (2, 0) if causal else (1, 1)   # time is the last axis
+        self.past = nn.ModuleList([Past(3), Past(3)]) if causal else None   # one per convolution
 
-    def _conv(self, conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-        return conv(F.pad(x, (*self.tpad, 1, 1)))
+    def _conv(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        # time is the last axis, neighbouring feature rows the one before it
+        conv = (self.conv1, self.conv2)[i]
+        if self.past is None:
+            return conv(F.pad(x, (1, 1, 1, 1)))
+        return windows(lambda h: conv(F.pad(h, (0, 0, 1, 1))), self.past[i](x), 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self._conv(self.conv1, x.unsqueeze(1))
-        h = self._conv(self.conv2, self.act(h))
+        h = self._conv(0, x.unsqueeze(1))
+        h = self._conv(1, self.act(h))
         return x + h.squeeze(1)
 
 
 class Downsample1d(nn.Module):
-    """Halve the time axis with a strided convolution."""
+    """Halve the time axis with a strided convolution (kernel 4). Causal: output j sees frames
+    2j-2 .. 2j+1, so it is known as soon as frame 2j+1 has arrived."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, causal: bool = False):
         super().__init__()
-        self.conv = weight_norm(nn.Conv1d(cin, cout, 4, stride=2, padding=1))
+        self.conv = weight_norm(nn.Conv1d(cin, cout, 4, stride=2, padding=0 if causal else 1))
+        self.past = Past(4, stride=2) if causal else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        if self.past is None:
+            return self.conv(x)
+        return windows(self.conv, self.past(x), 4)
 
 
 class Upsample1d(nn.Module):
