@@ -178,38 +178,88 @@ def test_lpips_heads_file(vgg, lpips, tmp_path):
         load_lpips_heads(str(tmp_path / "bad.pth"))
 
 
-# --- SeQ-GAN --------------------------------------------------------------------------------------
+# --- SeQ-GAN ---------------------------------------------------------------------------------------
 
-def independent_low(vgg, x, y):
+class FixedFeatures(torch.nn.Module):
+    """A stand-in for VGG16 that returns given features of x (first half of the batch) and y."""
+    classifier = True
+
+    def __init__(self, fx: list, fy: list, lx: list, ly: list):
+        super().__init__()
+        self.taps = [torch.tensor([a, b], dtype=torch.float) for a, b in zip(fx, fy)]   # (2, C, H, W)
+        self.logits = torch.tensor([lx, ly], dtype=torch.float)
+
+    def forward(self, x, logits=False):
+        return self.taps, self.logits if logits else None
+
+
+# Five layers of different sizes (one sample each), values chosen so every term is easy by hand.
+FX = [[[[0.0, 0.0]]], [[[3.0]], [[0.0]]], [[[1.0, 1.0], [1.0, 1.0]]], [[[3.0, 0.0]], [[4.0, 2.0]]], [[[0.0]]]]
+FY = [[[[1.0, 3.0]]], [[[1.0]], [[0.0]]], [[[1.0, 1.0], [1.0, 3.0]]], [[[1.0, 0.0]], [[0.0, 5.0]]], [[[2.0]]]]
+LX, LY = [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 3.0]
+
+
+def test_seqgan_paper_form_by_hand():
+    """Per layer 1/(H W C) ||fx - fy||^2: (1+9)/2, 4/2, 4/4, (4+0+16+9)/4, 4/1; logits 12/4."""
+    layers = [5.0, 2.0, 1.0, 7.25, 4.0]
+    low, sem = sum(layers), layers[-1] + 3.0
+    net = FixedFeatures(FX, FY, LX, LY)
+    x = torch.zeros(1, 3, 4, 4)   # ignored by the stand-in
+    for alpha in (0.0, 0.3, 1.0):
+        got = SemanticPerceptualLoss(net, alpha)(x, x).item()
+        assert got == pytest.approx(alpha * sem + (1 - alpha) * low, rel=1e-6), alpha
+
+
+def test_seqgan_normalized_form_by_hand():
+    """Unit vectors per pixel, sum over channels of the squared difference, mean over pixels; the
+    low layers averaged. Layer 2: (1,0) vs (1,0) -> 0; layer 4: pixel 1 (0.6,0.8) vs (1,0) -> 0.8,
+    pixel 2 (0,1) vs (0,1) -> 0, mean 0.4; one-channel layers: 0 where both sides are positive, 1
+    where one is 0 (whose unit vector is 0)."""
+    layers = [(1 + 1) / 2, 0.0, 0.0, 0.4, 1.0]
+    low, sem = sum(layers) / 5, layers[-1] + 3.0
+    net = FixedFeatures(FX, FY, LX, LY)
+    x = torch.zeros(1, 3, 4, 4)
+    for alpha in (0.0, 0.3, 1.0):
+        got = SemanticPerceptualLoss(net, alpha, normalized=True)(x, x).item()
+        assert got == pytest.approx(alpha * sem + (1 - alpha) * low, rel=1e-6), alpha
+
+
+def independent(vgg, x, y, alpha, normalized):
+    """Both forms from the taps of a real (random-weight) VGG16, written without our helpers."""
     with torch.no_grad():
-        fx, _ = vgg(x)
-        fy, _ = vgg(y)
-    per_layer = [((a / a.norm(dim=1, keepdim=True).clamp_min(1e-10) - b / b.norm(dim=1, keepdim=True)
-                   .clamp_min(1e-10)) ** 2).sum(1).mean((1, 2)) for a, b in zip(fx, fy)]
-    return torch.stack(per_layer).mean()
+        (fx, lx), (fy, ly) = vgg(x, logits=True), vgg(y, logits=True)
+    if normalized:
+        unit = lambda f: f / f.norm(dim=1, keepdim=True).clamp_min(1e-10)  # noqa: E731
+        per_layer = [((unit(a) - unit(b)) ** 2).sum(1).mean((1, 2)) for a, b in zip(fx, fy)]
+        low = torch.stack(per_layer).mean(0)
+    else:
+        per_layer = [((a - b) ** 2).sum((1, 2, 3)) / (a.shape[1] * a.shape[2] * a.shape[3]) for a, b in zip(fx, fy)]
+        low = torch.stack(per_layer).sum(0)
+    sem = per_layer[-1] + ((lx - ly) ** 2).sum(1) / lx.shape[1]
+    return (alpha * sem + (1 - alpha) * low).mean()
 
 
-def test_seqgan_alpha_and_low_term(vgg):
+@pytest.mark.parametrize("normalized", [False, True], ids=["paper", "normalized"])
+def test_seqgan_forms_on_a_random_vgg(vgg, normalized):
     x, y = rand_images(2, 32, seed=5), rand_images(2, 32, seed=6)
-    low, sem, half = (SemanticPerceptualLoss(vgg, a) for a in (0.0, 1.0, 0.5))
+    low, sem, half = (SemanticPerceptualLoss(vgg, a, normalized=normalized) for a in (0.0, 1.0, 0.5))
     with torch.no_grad():
-        l0, l1, lh = low(x, y), sem(x, y), half(x, y)
-        torch.testing.assert_close(l0, independent_low(vgg, x, y), rtol=1e-5, atol=1e-6)
-        assert l0.item() > 0 and l1.item() > 0 and abs(l0.item() - l1.item()) > 1e-4
-        torch.testing.assert_close(lh, (l0 + l1) / 2, rtol=1e-5, atol=1e-6)  # linear in alpha
-        for loss in (low, sem, half, SemanticPerceptualLoss(vgg, 1.0, logit_loss="kl")):
+        for alpha, loss in ((0.0, low), (1.0, sem), (0.5, half)):
+            torch.testing.assert_close(loss(x, y), independent(vgg, x, y, alpha, normalized), rtol=1e-5, atol=1e-6)
+        assert low(x, y).item() > 0 and abs(low(x, y).item() - sem(x, y).item()) > 1e-4
+        for loss in (low, sem, half, SemanticPerceptualLoss(vgg, 1.0, logit_loss="kl", normalized=normalized)):
             assert loss(x, x).item() == 0.0
     xg = x.clone().requires_grad_(True)
     half(xg, y).backward()
     assert torch.isfinite(xg.grad).all() and xg.grad.abs().sum() > 0
-    with pytest.raises(ValueError):
-        SemanticPerceptualLoss(load_vgg16(None, allow_random=True, classifier=False), 0.5)
+    with pytest.raises(ValueError, match="classifier"):
+        SemanticPerceptualLoss(load_vgg16(None, allow_random=True, classifier=False), 0.5, normalized=normalized)
 
 
 def test_distances_order_real_degradations(vgg, lpips, photo):
     noisy = (photo + 0.15 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     blurred = [gaussian_blur(photo, s) for s in (0.7, 1.4, 2.8)]
-    for loss in (lpips, SemanticPerceptualLoss(vgg, 0.0), SemanticPerceptualLoss(vgg, 1.0)):
+    for loss in (lpips, *(SemanticPerceptualLoss(vgg, a, normalized=n) for a in (0.0, 1.0) for n in (False, True))):
         with torch.no_grad():
             d_blur = [loss(b, photo).item() for b in blurred]
             d_noise = loss(noisy, photo).item()
@@ -228,3 +278,11 @@ def test_build_perceptual(tmp_path):
     phase2 = build_perceptual(LossConfig(perceptual=1.0, perceptual_kind="seqgan", perceptual_alpha=0.0),
                               allow_random=True)
     assert isinstance(phase2, SemanticPerceptualLoss) and phase2.alpha == 0.0 and phase2.net.classifier is None
+    assert not phase2.normalized   # "seqgan" is the paper's form
+    normalized = build_perceptual(LossConfig(perceptual=1.0, perceptual_kind="seqgan_normalized",
+                                             perceptual_alpha=1.0), allow_random=True)
+    assert normalized.normalized and normalized.alpha == 1.0 and normalized.net.classifier is not None
+    from vqkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="loss.perceptual_kind: must be 'lpips', 'seqgan' or 'seqgan_normalized'"):
+        LossConfig(perceptual_kind="seqgan-normalised").validate()

@@ -245,7 +245,9 @@ class LossConfig:
     gan_loss: str = "lsgan"         # "lsgan", "hinge" or "non_saturating"
     adaptive_gan_weight: bool = False  # taming: scale by |grad recon| / |grad gan| at the decoder's last layer
     perceptual: float = 0.0         # images: weight of the VGG16 perceptual loss on the output
-    perceptual_kind: str = "lpips"  # "lpips" (learned linear heads) or "seqgan" (alpha L_sem + (1-alpha) L_low)
+    # "lpips" (learned linear heads); "seqgan": alpha L_sem + (1-alpha) L_low as in the paper (per layer
+    # 1/(HWC) ||raw feature difference||^2, summed); "seqgan_normalized": the same terms on unit-normalised features
+    perceptual_kind: str = "lpips"
     perceptual_alpha: float = 0.0   # seqgan: share of the semantic term (relu5_3 + logits)
     vgg_weights: str | None = None  # torchvision-layout vgg16 state dict (.pth/.safetensors)
     lpips_weights: str | None = None  # LPIPS linear heads (the `lpips` wheel's weights/v0.1/vgg.pth)
@@ -257,7 +259,8 @@ class LossConfig:
     def validate(self) -> None:
         _check(self.gan_loss in ("lsgan", "hinge", "non_saturating"), "loss.gan_loss",
                "must be 'lsgan', 'hinge' or 'non_saturating'")
-        _check(self.perceptual_kind in ("lpips", "seqgan"), "loss.perceptual_kind", "must be 'lpips' or 'seqgan'")
+        _check(self.perceptual_kind in ("lpips", "seqgan", "seqgan_normalized"), "loss.perceptual_kind",
+               "must be 'lpips', 'seqgan' or 'seqgan_normalized'")
         _check(0 <= self.perceptual_alpha <= 1, "loss.perceptual_alpha", "must be in [0, 1]")
         for name in ("draft_mse", "draft_l1", "refined_mse", "refined_l1", "gan", "feature_matching", "lecam",
                      "perceptual"):

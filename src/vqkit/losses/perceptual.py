@@ -1,5 +1,6 @@
 """VGG16 perceptual losses for image tokenizers: LPIPS (learned linear heads over five VGG16 taps)
-and SeQ-GAN's semantic-enhanced loss L^a = a L_sem + (1 - a) L_low.
+and SeQ-GAN's semantic-enhanced loss L^a = a L_sem + (1 - a) L_low (the paper's raw-feature form,
+or a unit-normalised variant).
 
 Nothing is downloaded. `loss.vgg_weights` points at torchvision's vgg16 ImageNet state dict
 (vgg16-397923af.pth, or a .safetensors with the same keys) and `loss.lpips_weights` at the `lpips`
@@ -215,12 +216,21 @@ class LPIPS(nn.Module):
         return total.mean()
 
 
-class SemanticPerceptualLoss(nn.Module):
-    """SeQ-GAN: L = alpha L_sem + (1 - alpha) L_low. L_low: mean over relu1_2..relu5_3 of the
-    normalised feature distance; L_sem: that distance at relu5_3 plus MSE (or KL) between the
-    classifier logits. alpha = 1 in phase 1, 0 in phase 2 (decoder fine-tuning)."""
+def paper_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """SeQ-GAN's per-layer term, per sample: 1/(H W C) ||a - b||^2 over raw features (B, C, H, W)
+    or logits (B, C)."""
+    return (a.float() - b.float()).square().flatten(1).mean(1)
 
-    def __init__(self, vgg: VGG16Features, alpha: float = 1.0, logit_loss: str = "mse"):
+
+class SemanticPerceptualLoss(nn.Module):
+    """SeQ-GAN: L = alpha L_sem + (1 - alpha) L_low; alpha = 1 in phase 1, 0 in phase 2 (decoder
+    fine-tuning). The paper's form (normalized=False): each layer's 1/(H_l W_l C_l) ||f_l(x) -
+    f_l(y)||^2 on raw VGG16 features, summed over relu1_2..relu5_3 for L_low and over relu5_3 and the
+    classifier logits for L_sem. normalized=True (loss.perceptual_kind=seqgan_normalized): LPIPS-style
+    distances instead, features unit-normalised per pixel and the low layers averaged; its scale no
+    longer depends on the features' magnitude. The logit term is MSE (the paper's 1/C ||.||^2) or KL."""
+
+    def __init__(self, vgg: VGG16Features, alpha: float = 1.0, logit_loss: str = "mse", normalized: bool = False):
         super().__init__()
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -228,7 +238,7 @@ class SemanticPerceptualLoss(nn.Module):
             raise ValueError(f"logit_loss must be 'mse' or 'kl', got {logit_loss!r}")
         if alpha > 0 and vgg.classifier is None:
             raise ValueError("alpha > 0 needs the VGG16 classifier (load_vgg16(..., classifier=True))")
-        self.net, self.alpha, self.logit_loss = vgg, float(alpha), logit_loss
+        self.net, self.alpha, self.logit_loss, self.normalized = vgg, float(alpha), logit_loss, normalized
         self.requires_grad_(False)
 
     def train(self, mode: bool = True) -> SemanticPerceptualLoss:
@@ -236,17 +246,25 @@ class SemanticPerceptualLoss(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         feats, logits = self.net(torch.cat([x, y]), logits=self.alpha > 0)
-        dists = _layer_distances(*zip(*(f.chunk(2) for f in feats)))
-        low = torch.stack(dists).mean(0)
+        pairs = [f.chunk(2) for f in feats]
+        if self.normalized:
+            dists = _layer_distances(*zip(*pairs))
+            low = torch.stack(dists).mean(0)
+        else:
+            dists = [paper_distance(a, b) for a, b in pairs]
+            low = torch.stack(dists).sum(0)
         if self.alpha == 0:
             return low.mean()
         lx, ly = logits.float().chunk(2)
         if self.logit_loss == "mse":
-            logit_term = (lx - ly).square().mean(1)
+            logit_term = paper_distance(lx, ly)
         else:  # KL(softmax(ly) || softmax(lx)): the reference's class distribution as the target
             logit_term = F.kl_div(lx.log_softmax(1), ly.log_softmax(1), log_target=True, reduction="none").sum(1)
         sem = dists[-1] + logit_term
         return (self.alpha * sem + (1 - self.alpha) * low).mean()
+
+
+PERCEPTUAL_KINDS = ("lpips", "seqgan", "seqgan_normalized")
 
 
 def build_perceptual(loss_cfg, allow_random: bool = False) -> nn.Module | None:
@@ -256,8 +274,9 @@ def build_perceptual(loss_cfg, allow_random: bool = False) -> nn.Module | None:
     if loss_cfg.perceptual_kind == "lpips":
         heads = load_lpips_heads(loss_cfg.lpips_weights, allow_random)  # small file: fail fast
         return LPIPS(load_vgg16(loss_cfg.vgg_weights, allow_random, classifier=False), heads)
-    if loss_cfg.perceptual_kind == "seqgan":
+    if loss_cfg.perceptual_kind in ("seqgan", "seqgan_normalized"):
         alpha = loss_cfg.perceptual_alpha
         vgg = load_vgg16(loss_cfg.vgg_weights, allow_random, classifier=alpha > 0)
-        return SemanticPerceptualLoss(vgg, alpha)
-    raise ValueError(f"loss.perceptual_kind: unknown {loss_cfg.perceptual_kind!r}; available: lpips, seqgan")
+        return SemanticPerceptualLoss(vgg, alpha, normalized=loss_cfg.perceptual_kind == "seqgan_normalized")
+    raise ValueError(f"loss.perceptual_kind: unknown {loss_cfg.perceptual_kind!r}; available: "
+                     f"{', '.join(PERCEPTUAL_KINDS)}")
