@@ -65,12 +65,13 @@ class Tokenizer(nn.Module):
 
             self.encoder, self.decoder = build_image_backbone(channels, self.quantizer.dim, m.backbone)
         else:
-            self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone)
-        self.refiner = (Refiner(channels, self.decoder.hidden_channels, m.refiner, layout=m.modality)
-                        if m.refiner.enabled else None)
+            self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone, m.causal)
+        self.refiner = (Refiner(channels, self.decoder.hidden_channels, m.refiner, layout=m.modality,
+                                causal=m.causal) if m.refiner.enabled else None)
         self.downsample = m.backbone.downsample
         self.tokens_per_position = self.quantizer.tokens_per_position
         self._id: str | None = None   # cached tokenizer_id of loaded (fixed) weights
+        self._time_context = None      # cached receptive field (depends on the architecture only)
 
     # ---- units ---------------------------------------------------------------------------
     def _per_channel(self, v: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,7 @@ class Tokenizer(nn.Module):
             return torch.nn.functional.pad(x, pads, value=self.frontend.silence_level)
         return torch.nn.functional.pad(x, pads, mode="replicate")
 
-    def _batched(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    def _batched(self, x: torch.Tensor, allow_empty: bool = False) -> tuple[torch.Tensor, bool]:
         m = self.config.model
         channels = m.image.channels if self.modality == "image" else m.mel.n_mels
         single = x.dim() == 1 + self.spatial_dims
@@ -121,6 +122,8 @@ class Tokenizer(nn.Module):
             raise ValueError(f"expected {what}, got {tuple(x.shape)}")
         if not torch.isfinite(xb).all():
             raise ValueError("input contains NaN or Inf values")
+        if not allow_empty and 0 in xb.shape[2:]:
+            raise ValueError(f"empty input, shape {tuple(x.shape)}")
         return xb.to(self.norm_mean.device).float(), single
 
     @torch.no_grad()
@@ -155,6 +158,37 @@ class Tokenizer(nn.Module):
         if self.spatial_dims == 1:
             return y[..., : x.shape[-1]]
         return y[..., : x.shape[-2], : x.shape[-1]]
+
+    # ---- time: receptive field, streams, latency ----------------------------------------
+    @property
+    def time_context(self):
+        """How far along time tokens and frames look (mels): measured on the model, once."""
+        if self._time_context is None:
+            from .time_context import probe_time_context
+
+            self._time_context = probe_time_context(self)
+        return self._time_context
+
+    def stream_encoder(self, window_frames: int = 1024):
+        """Log-mel frames in, tokens out, for input of any length (models/streaming.py): chunk by
+        chunk for causal models, window by window (window_frames) otherwise; always equal to `encode`."""
+        from .streaming import EncoderStream
+
+        return EncoderStream(self, window_frames)
+
+    def stream_decoder(self, refined: bool = True, window_tokens: int = 256):
+        """Tokens in, log-mel frames out, for any length; equal to `decode`."""
+        from .streaming import DecoderStream
+
+        return DecoderStream(self, refined, window_tokens)
+
+    @property
+    def latency_ms(self) -> float:
+        """Algorithmic latency of audio -> tokens -> mel when streaming: the STFT window's right half
+        and half a hop, plus the frames after a frame that its reconstruction needs."""
+        hop, sr = self.config.model.mel.hop_length, self.config.model.mel.sample_rate
+        samples = self.frontend.latency_samples + hop * self.time_context.lookahead_frames
+        return 1000.0 * samples / sr
 
     @property
     def tokenizer_id(self) -> str:

@@ -1,0 +1,36 @@
+"""Checkpoints saved by earlier vqkit versions keep loading and keep meaning what they meant.
+
+tests/data/checkpoint-v0.1 was written by vqkit 0.1 (commit 60b1430, before the finite receptive
+field): a tiny mel tokenizer with a causal decoder, plus its tokens and decoded mel for a fixed
+input. Its config.yaml has no attention_frames / refiner norm keys; they migrate to the old
+behaviour (channel attention and refiner statistics over the whole clip), so the outputs match.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vqkit.config import load_config
+from vqkit.models.tokenizer import Tokenizer
+
+V01 = Path(__file__).parent / "data" / "checkpoint-v0.1"
+
+
+def test_v0_1_checkpoint_loads_with_its_old_meaning():
+    tok = Tokenizer.from_pretrained(V01)
+    assert tok.config.model.backbone.attention_frames is None and tok.config.model.refiner.norm == "clip"
+    ref = np.load(V01 / "reference.npz")
+    tokens = tok.encode(torch.from_numpy(ref["mel"]))
+    assert np.array_equal(tokens.numpy(), ref["tokens"])
+    decoded = tok.decode(tokens).numpy()
+    assert np.abs(decoded - ref["decoded"]).max() < 1e-5
+
+
+def test_new_configs_get_the_new_defaults():
+    """Only saved configs migrate: a preset or user config without the keys gets today's defaults."""
+    cfg = load_config(preset="mqgan-refiner")
+    assert cfg.model.backbone.attention_frames == 31 and cfg.model.refiner.norm is None
+    resumed = load_config(path=V01 / "config.yaml", saved=True)
+    assert resumed.model.backbone.attention_frames is None and resumed.model.refiner.norm == "clip"
