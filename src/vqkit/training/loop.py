@@ -76,6 +76,7 @@ class TrainLoop:
         self.skipped_groups: list[str] = []   # the parameter groups the last step did not update
         self._skipped: list[str] = []
         self._updated = False
+        self.stopped_early = False            # the last fit() ended at train.max_minutes, before train.steps
 
     # ---- set-up helpers for subclasses ---------------------------------------------------
     @property
@@ -230,7 +231,8 @@ class TrainLoop:
             # Its own generator: creating the iterator must not draw from the global RNG (dropout),
             # or a resumed run would diverge from an uninterrupted one.
             generator=torch.Generator().manual_seed(t.seed))
-        bar = tqdm(total=t.steps, initial=self.step, desc="train", dynamic_ncols=True,
+        bar = tqdm(total=t.steps, initial=self.step, dynamic_ncols=True,
+                   desc="train" if t.max_minutes is None else f"train (budget {t.max_minutes:g} min)",
                    disable=not (self.progress and self.acc.is_main_process))
         window: dict[str, list[float]] = {}
         consecutive_bad, t0, last, start = 0, time.time(), {}, self.step
