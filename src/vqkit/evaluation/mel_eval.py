@@ -1,5 +1,6 @@
-"""Held-out evaluation of a mel tokenizer: reconstruction error in natural log-mel units (nats) for
-the draft and the refined output, codebook usage and perplexity over all held-out tokens, rates."""
+"""Held-out evaluation of a mel tokenizer: reconstruction error in natural log-mel units (nats) and
+oversmoothing measures (evaluation/oversmoothing.py) for the draft and the refined output, codebook
+usage and perplexity over all held-out tokens, rates."""
 from __future__ import annotations
 
 import math
@@ -8,15 +9,18 @@ from pathlib import Path
 import torch
 
 from ..quantizers.base import usage_from_counts
+from .oversmoothing import OversmoothingAccumulator
 from .plots import save_spectrograms, spectrogram_figure
 
 
 class MelAccumulator:
-    """Adds clips one at a time; memory stays bounded (sums and a (K,) code histogram)."""
+    """Adds clips one at a time; memory stays bounded (sums and a (K,) code histogram). Clips of any
+    length: long ones are encoded and decoded window by window (Tokenizer.encode / decode)."""
 
     def __init__(self, model, max_frames: int | None = None):
         self.model, self.max_frames = model, max_frames
         self.sums: dict[str, float] = {}
+        self.smoothing: dict[str, OversmoothingAccumulator] = {}
         self.frames = 0
         self.clips = 0
         self.code_counts = torch.zeros(model.codebook_size, dtype=torch.long)
@@ -25,27 +29,30 @@ class MelAccumulator:
     def add(self, mel: torch.Tensor) -> dict:
         """Evaluate one log-mel (n_mels, T); returns the example (numpy log-mels) for pictures/audio."""
         model = self.model
-        x = mel[:, : self.max_frames] if self.max_frames else mel
+        x = (mel[:, : self.max_frames] if self.max_frames else mel).to(model.norm_mean.device).float()
         n = x.shape[-1]
-        out = model(model.pad_to_multiple(x.unsqueeze(0).to(model.norm_mean.device).float()))
-        outputs = {"draft": model.denormalize(out.draft)[0, :, :n]}
-        if out.refined is not None:
-            outputs["refined"] = model.denormalize(out.refined)[0, :, :n]
-        target = x.to(outputs["draft"].device).float()
+        tokens = model.encode(x)
+        outputs = {"draft": model.decode(tokens, refined=False)[:, :n]}
+        if model.refiner is not None:
+            outputs["refined"] = model.decode(tokens)[:, :n]
+        original = x.cpu().numpy()
         for name, y in outputs.items():
-            self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - target).pow(2).mean(0).sum())
-            self.sums[f"{name}_l1"] = self.sums.get(f"{name}_l1", 0.0) + float((y - target).abs().mean(0).sum())
+            self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - x).pow(2).mean(0).sum())
+            self.sums[f"{name}_l1"] = self.sums.get(f"{name}_l1", 0.0) + float((y - x).abs().mean(0).sum())
+            self.smoothing.setdefault(name, OversmoothingAccumulator()).add(original, y.cpu().numpy())
         self.frames += n
         self.clips += 1
-        tokens = out.indices[0, : math.ceil(n / model.downsample)].reshape(-1).cpu()
-        self.code_counts += torch.bincount(tokens, minlength=model.codebook_size)
-        return {"original": x.cpu().numpy(), **{k: v.cpu().numpy() for k, v in outputs.items()}}
+        self.code_counts += torch.bincount(tokens[: math.ceil(n / model.downsample)].reshape(-1).cpu(),
+                                           minlength=model.codebook_size)
+        return {"original": original, **{k: v.cpu().numpy() for k, v in outputs.items()}}
 
     def result(self) -> dict:
         if not self.clips:
             raise ValueError("no held-out clips to evaluate")
         model = self.model
         metrics = {k: v / self.frames for k, v in self.sums.items()}
+        for name, acc in self.smoothing.items():
+            metrics.update({f"{name}_{k}": v for k, v in acc.result().items()})
         metrics.update(usage_from_counts(self.code_counts))
         metrics.update(tokens_per_second=model.tokens_per_second, bits_per_second=model.bits_per_second,
                        clips=self.clips, seconds=self.frames / model.config.model.mel.frames_per_second)

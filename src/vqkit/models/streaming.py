@@ -6,71 +6,18 @@ ends the input and returns the rest. Memory stays bounded whatever the total len
 - Causal models (`model.causal: true`) stream for real: StreamingEncoder emits token j as soon as
   its last mel frame has arrived, StreamingDecoder emits a token's frames as soon as the token has
   arrived (every layer keeps the past it needs, nn/streaming.py).
-- Other models run window by window (WindowedRunner): each window gets the context its outputs
-  depend on (the receptive field measured by models/time_context.py), so the output does not depend
-  on the window size. Their latency is a window plus the future context.
+- Other models run window by window (nn/streaming.py's WindowedRunner): each window gets the
+  context its outputs depend on (the receptive field measured by models/time_context.py), so the
+  output does not depend on the window size. Their latency is a window plus the future context.
 """
 from __future__ import annotations
 
 import math
 from fractions import Fraction
-from typing import Callable
 
 import torch
 
-from ..nn.streaming import StreamStates
-
-
-def _ceil_to(n: int, k: int) -> int:
-    return -(-n // k) * k
-
-
-class WindowedRunner:
-    """fn over a long input (time = last axis) window by window, equal to fn on the whole input.
-
-    fn maps n input frames to about n * ratio output frames; each output depends on at most `past`
-    input frames before and `future` after its own; windows start at multiples of `align` frames
-    (strides and pooling keep their phase). The last window ends where the input ends, so fn pads
-    the end exactly as it would pad the whole input.
-    """
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], ratio: Fraction, past: int, future: int,
-                 align: int, window: int):
-        self.fn, self.ratio, self.align = fn, Fraction(ratio), align
-        self.past, self.future = _ceil_to(past, align), _ceil_to(future, align)
-        self.window = max(align, _ceil_to(window, align))
-        self.buf: torch.Tensor | None = None
-        self.offset = 0     # input frame index of buf[..., 0]
-        self.next = 0       # first input frame whose output has not been returned
-        self.total = 0
-        self.done = False
-
-    def push(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.done:
-            raise RuntimeError("this stream was flushed; start a new one")
-        self.buf = x if self.buf is None else torch.cat([self.buf, x], -1)
-        self.total += x.shape[-1]
-        outs = []
-        while self.total - self.next >= self.window + self.future:
-            outs.append(self._run(self.next, self.next + self.window, final=False))
-            self.next += self.window
-            keep = max(0, self.next - self.past)
-            self.buf, self.offset = self.buf[..., keep - self.offset:], keep
-        return outs
-
-    def flush(self) -> list[torch.Tensor]:
-        if self.done:
-            raise RuntimeError("this stream was flushed already")
-        self.done = True
-        return [self._run(self.next, self.total, final=True)] if self.total > self.next else []
-
-    def _run(self, a: int, b: int, final: bool) -> torch.Tensor:
-        start = max(0, a - self.past)
-        end = self.total if final else b + self.future
-        y = self.fn(self.buf[..., start - self.offset: end - self.offset])
-        lo = (a - start) * self.ratio
-        hi = math.ceil((b - start) * self.ratio)
-        return y[..., int(lo): hi]
+from ..nn.streaming import StreamStates, WindowedRunner
 
 
 class EncoderStream:
@@ -84,7 +31,7 @@ class EncoderStream:
             self.states = StreamStates(tokenizer.encoder)
         else:
             ctx = tokenizer.time_context
-            self.runner = WindowedRunner(lambda x: _time_last(tokenizer, tokenizer.encode(x)),
+            self.runner = WindowedRunner(lambda x: _time_last(tokenizer, tokenizer._encode_clip(x)),
                                          Fraction(1, ctx.downsample), ctx.encoder_past, ctx.encoder_future,
                                          ctx.align, window_frames)
 
@@ -131,6 +78,7 @@ class DecoderStream:
 
     def __init__(self, tokenizer, refined: bool = True, window_tokens: int = 256):
         self.tok, self.done = tokenizer, False
+        self.form = (True, 1)   # (unbatched, batch size) of the pushes: flush answers alike
         self.refined = refined and tokenizer.refiner is not None
         self.causal = tokenizer.config.model.causal
         if self.causal:
@@ -138,7 +86,7 @@ class DecoderStream:
         else:
             ctx = tokenizer.time_context
             step = ctx.align // math.gcd(ctx.align, ctx.downsample)   # tokens per aligned frame block
-            self.runner = WindowedRunner(lambda t: tokenizer.decode(_time_back(tokenizer, t), self.refined),
+            self.runner = WindowedRunner(lambda t: tokenizer._decode_clip(_time_back(tokenizer, t), self.refined),
                                          Fraction(ctx.downsample), ctx.decoder_past, ctx.decoder_future,
                                          step, window_tokens)
 
@@ -149,6 +97,7 @@ class DecoderStream:
         tok = self.tok
         single = tokens.dim() == tok.token_dims
         t = (tokens.unsqueeze(0) if single else tokens).long()
+        self.form = (single, t.shape[0])
         if self.causal:
             frames = self._decode_causal(t)
         else:
@@ -157,7 +106,9 @@ class DecoderStream:
 
     def flush(self) -> torch.Tensor:
         """The remaining frames (a causal decoder has none: every frame left with its token)."""
-        out = self._join([] if self.causal else self.runner.flush(), 1)[0]
+        single, batch = self.form
+        out = self._join([] if self.causal else self.runner.flush(), batch)
+        out = out[0] if single else out
         self.done = True
         return out
 
@@ -166,9 +117,7 @@ class DecoderStream:
         if t.shape[1] == 0:
             return self._join([], t.shape[0])
         with self.states.active():
-            draft, hidden = tok.decoder(tok.quantizer.indices_to_codes(t.to(tok.norm_mean.device)))
-            out = tok.refiner(draft, hidden) if self.refined else draft
-        return tok.denormalize(out)
+            return tok._decode_clip(t, self.refined)
 
     def _join(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
         return torch.cat(parts, -1) if parts else torch.zeros(batch, self.tok.norm_mean.numel(), 0)

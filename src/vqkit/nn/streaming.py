@@ -13,10 +13,15 @@ chunk by chunk computes the same numbers as on the whole clip, for any chunking.
 `StreamStates(model)` is one stream's state: inside `with states.active():` every primitive of the
 model reads and writes its own entry; outside, the model computes whole clips. Several streams can
 share one model, each with its own StreamStates.
+
+`WindowedRunner` streams any function with a finite receptive field (non-causal models, vocoders)
+window by window, each window with the context its outputs need.
 """
 from __future__ import annotations
 
 import contextlib
+import math
+from fractions import Fraction
 from typing import Callable
 
 import torch
@@ -96,3 +101,55 @@ class StreamStates:
         finally:
             for m in parts:
                 m.stream = None
+
+
+def _ceil_to(n: int, k: int) -> int:
+    return -(-n // k) * k
+
+
+class WindowedRunner:
+    """fn over a long input (time = last axis) window by window, equal to fn on the whole input.
+
+    fn maps n input frames to about n * ratio output frames; each output depends on at most `past`
+    input frames before and `future` after its own; windows start at multiples of `align` frames
+    (strides and pooling keep their phase). The last window ends where the input ends, so fn pads
+    the end exactly as it would pad the whole input.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], ratio: Fraction, past: int, future: int,
+                 align: int, window: int):
+        self.fn, self.ratio, self.align = fn, Fraction(ratio), align
+        self.past, self.future = _ceil_to(past, align), _ceil_to(future, align)
+        self.window = max(align, _ceil_to(window, align))
+        self.buf: torch.Tensor | None = None
+        self.offset = 0     # input frame index of buf[..., 0]
+        self.next = 0       # first input frame whose output has not been returned
+        self.total = 0
+        self.done = False
+
+    def push(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.done:
+            raise RuntimeError("this stream was flushed; start a new one")
+        self.buf = x if self.buf is None else torch.cat([self.buf, x], -1)
+        self.total += x.shape[-1]
+        outs = []
+        while self.total - self.next >= self.window + self.future:
+            outs.append(self._run(self.next, self.next + self.window, final=False))
+            self.next += self.window
+            keep = max(0, self.next - self.past)
+            self.buf, self.offset = self.buf[..., keep - self.offset:], keep
+        return outs
+
+    def flush(self) -> list[torch.Tensor]:
+        if self.done:
+            raise RuntimeError("this stream was flushed already")
+        self.done = True
+        return [self._run(self.next, self.total, final=True)] if self.total > self.next else []
+
+    def _run(self, a: int, b: int, final: bool) -> torch.Tensor:
+        start = max(0, a - self.past)
+        end = self.total if final else b + self.future
+        y = self.fn(self.buf[..., start - self.offset: end - self.offset])
+        lo = (a - start) * self.ratio
+        hi = math.ceil((b - start) * self.ratio)
+        return y[..., int(lo): hi]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..config import MelConfig
 
-__all__ = ["Vocoder", "HiFiGANVocoder", "GriffinLimVocoder", "vocoder_for", "hifigan_mismatch",
+__all__ = ["Vocoder", "VocoderStream", "HiFiGANVocoder", "GriffinLimVocoder", "vocoder_for", "hifigan_mismatch",
            "HIFIGAN_V1_MEL"]
 
 # The mel convention the shipped HiFi-GAN V1 weights were trained on.
@@ -69,8 +69,38 @@ class Vocoder:
         audio = self._vocode(log_mel.unsqueeze(0) if single else log_mel)
         return audio[0] if single else audio
 
+    def stream(self, window_frames: int = 2048, context_frames: int = 32) -> "VocoderStream":
+        """Log-mel frames in, audio out, for mels of any length: window by window, each window with
+        `context_frames` of mel on both sides (HiFi-GAN V1 depends on 13 frames each way, so its
+        windows give what one pass over the whole mel gives; Griffin-Lim only approximately)."""
+        return VocoderStream(self, window_frames, context_frames)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, sample_rate={self.sample_rate})"
+
+
+class VocoderStream:
+    """push(log_mel (n_mels, t) or (B, n_mels, t)) -> the audio determined so far; flush() -> the rest."""
+
+    def __init__(self, vocoder: Vocoder, window_frames: int, context_frames: int):
+        from fractions import Fraction
+
+        from ..nn.streaming import WindowedRunner
+
+        self.vocoder, self.single = vocoder, True
+        self.runner = WindowedRunner(vocoder._vocode, Fraction(vocoder.mel_cfg.hop_length), context_frames,
+                                     context_frames, 1, window_frames)
+
+    def push(self, log_mel: torch.Tensor) -> torch.Tensor:
+        self.single = log_mel.dim() == 2
+        return self._join(self.runner.push(log_mel.unsqueeze(0) if self.single else log_mel))
+
+    def flush(self) -> torch.Tensor:
+        return self._join(self.runner.flush())
+
+    def _join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        audio = torch.cat(parts, -1) if parts else torch.zeros(1, 0)
+        return audio[0] if self.single else audio
 
 
 @functools.lru_cache(maxsize=None)
