@@ -87,10 +87,12 @@ def test_codebook_restarts_and_usage_stay_identical_across_processes(tmp_path):
     skdata = pytest.importorskip("skimage.data")
     from PIL import Image
 
+    images = tmp_path / "images"   # --out may not lie inside --data
+    images.mkdir()
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        Image.fromarray(getattr(skdata, name)()).resize((96, 64)).save(tmp_path / f"{name}.png")
+        Image.fromarray(getattr(skdata, name)()).resize((96, 64)).save(images / f"{name}.png")
     out = tmp_path / "run"
-    vqkit("train", "--preset", "vqgan-l2", "--data", str(tmp_path), "--out", str(out), "--no-progress",
+    vqkit("train", "--preset", "vqgan-l2", "--data", str(images), "--out", str(out), "--no-progress",
           "data.image_size=32", "model.backbone.channels=[16,32]", "train.batch_size=2", "train.steps=6",
           "train.save_every=2", "train.eval_every=100", "train.log_every=1", "data.valid_fraction=0",
           "loss.gan_start_step=2", "model.quantizer.codebook_size=64", "model.quantizer.restart_dead_codes=true",
