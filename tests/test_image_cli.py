@@ -11,8 +11,8 @@ from PIL import Image
 from vqkit.cli import main
 
 pytestmark = pytest.mark.slow
-TINY = ["model.backbone.channels=[16,32]", "discriminator.patch_channels=[16,16]", "data.image_size=32",
-        "train.batch_size=4", "train.steps=4", "train.save_every=2", "train.eval_every=4", "loss.gan_start_step=2"]
+TINY = ["model.backbone.channels=[16,32]", "model.backbone.spatial_norm_blocks=2", "discriminator.patch_channels=[16,16]",
+        "data.image_size=32", "train.batch_size=4", "train.steps=4", "train.save_every=2", "train.eval_every=4", "loss.gan_start_step=2"]
 
 
 @pytest.fixture(scope="module")

@@ -135,3 +135,14 @@ def test_refiner_on_images_isolates_the_base_model(photos, mode):
     reached = any(g is not None and g.abs().sum() > 0 for g in base)
     assert reached == (mode == "shared")
     assert tok.refiner.hidden_proj.weight.grad.abs().sum() > 0
+
+
+def test_movq_preset_modulates_the_first_three_decoder_stages_as_the_paper():
+    from vqkit.nn.spatial_norm import SpatialNorm
+
+    dec = Tokenizer(load_config("movq")).decoder
+    conditioned = [any(isinstance(m, SpatialNorm) for m in stage.modules()) for stage in dec.stages]
+    plain = [all(not isinstance(m, SpatialNorm) for m in stage.modules()) for stage in dec.stages]
+    assert conditioned == [True, True, True, False] and plain == [False, False, False, True]
+    assert any(isinstance(m, SpatialNorm) for m in dec.mid.modules())   # the mid block is part of stage 0
+    assert not isinstance(dec.norm_out, SpatialNorm)                     # the finest output stays plain

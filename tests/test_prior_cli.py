@@ -94,7 +94,8 @@ def test_multichannel_maskgit_prior_samples_decode_to_images(tmp_path):
     skdata = pytest.importorskip("skimage.data")
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         Image.fromarray(getattr(skdata, name)()).resize((64, 48)).save(tmp_path / f"{name}.png")
-    cfg = load_config("movq", overrides=["model.backbone.channels=[16,32]", "model.quantizer.codebook_size=64"])
+    cfg = load_config("movq", overrides=["model.backbone.channels=[16,32]", "model.backbone.spatial_norm_blocks=2",
+                                         "model.quantizer.codebook_size=64"])
     tok = Tokenizer(cfg)
     tok.save_pretrained(tmp_path / "tok")
     c = tok.tokens_per_position

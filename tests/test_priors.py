@@ -188,7 +188,8 @@ def test_maskgit_schedule_is_cosine_monotone_and_ends_at_zero():
 
 def test_multichannel_priors_generate_grids_that_a_movq_tokenizer_decodes():
     torch.manual_seed(0)
-    cfg = load_config("movq", overrides=["model.backbone.channels=[16, 32]", "model.quantizer.codebook_size=64"])
+    cfg = load_config("movq", overrides=["model.backbone.channels=[16, 32]", "model.backbone.spatial_norm_blocks=2",
+                                         "model.quantizer.codebook_size=64"])
     tok = Tokenizer(cfg).eval()
     assert tok.tokens_per_position == 4
     h, w = tok.token_grid(32, 24)[:2]

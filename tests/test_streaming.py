@@ -149,3 +149,22 @@ def test_whole_clip_statistics_cannot_stream():
         tok.stream_encoder()
     with pytest.raises(ValueError, match="needs a window"):
         tokenizer(model__causal=True, model__backbone__attention_frames=None)
+
+
+def test_long_mels_are_processed_window_by_window_with_the_same_result(monkeypatch):
+    """encode/decode of a mel longer than LONG_FRAMES go through the windowed streams (bounded
+    memory), batched too, and give what whole-clip processing gives."""
+    import vqkit.models.tokenizer as tokenizer_module
+
+    tok = tokenizer(model__backbone__downsample=2)
+    x = mel(900, seed=8, batch=(2,))
+    tokens, frames = tok.encode(x), tok.decode(tok.encode(x))
+    calls = []
+    real = tok._encode_clip
+    monkeypatch.setattr(tok, "_encode_clip", lambda xb: calls.append(xb.shape[-1]) or real(xb))
+    monkeypatch.setattr(tokenizer_module, "LONG_FRAMES", 300)
+    monkeypatch.setattr(tokenizer_module, "LONG_WINDOW", 128)
+    assert torch.equal(tok.encode(x), tokens)
+    assert len(calls) > 3 and max(calls) < 900          # window by window, never the whole clip
+    windowed = tok.decode(tokens)
+    assert windowed.shape == frames.shape and (windowed - frames).abs().max() < 1e-5
