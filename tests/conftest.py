@@ -51,3 +51,16 @@ def speech_mels(demo_dir):
 def synthetic_mels():
     g = torch.Generator().manual_seed(0)
     return [torch.randn(80, 60 + 9 * i, generator=g) * 2 - 5 for i in range(8)]
+
+
+def save_tiny_tokenizer(path, *overrides: str, image: bool = False, seed: int = 0):
+    """A tiny untrained tokenizer checkpoint at `path` (mel, or image with image=True): enough for
+    every verb that reads a checkpoint; returns the path."""
+    from vqkit.config import load_config
+    from vqkit.models.tokenizer import Tokenizer
+
+    torch.manual_seed(seed)
+    cfg = (load_config(preset="vqgan", overrides=["model.backbone.channels=[16, 32]", *overrides]) if image
+           else load_config(preset="mqgan-refiner", overrides=[*TINY, *overrides]))
+    Tokenizer(cfg).eval().save_pretrained(path)
+    return path

@@ -66,6 +66,13 @@ def _add_prior_verbs(sub) -> None:
     v.add_argument("--examples", type=int, default=6, help="windows decoded side by side")
 
 
+def _add_max_pixels(p) -> None:
+    from .frontends.image import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"images: refuse larger ones before decoding them (default {MAX_PIXELS:,})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqkit", description="Train, evaluate and use discrete tokenizers.")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -84,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("input")
         p.add_argument("-o", "--output", required=True)
         p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
+        if verb != "decode":
+            _add_max_pixels(p)
         if verb != "encode":
             p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
             p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
@@ -102,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inception-weights", default=None,
                    help="images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for rFID")
     e.add_argument("--no-progress", action="store_true")
+    _add_max_pixels(e)
     i = sub.add_parser("info", help="describe a checkpoint (or list presets)")
     i.add_argument("checkpoint", nargs="?")
     i.add_argument("--presets", action="store_true")
@@ -146,6 +156,8 @@ def _explain(e: Exception) -> tuple[str, int]:
     """(the one line to print, the exit code) for an exception that ended a command."""
     if isinstance(e, KNOWN_ERRORS):
         return f"error: {_one_line(e)}", 2
+    if isinstance(e, MemoryError):
+        return f"error: out of memory ({_one_line(e)}); try smaller inputs or sizes", 2
     if isinstance(e, ModuleNotFoundError):
         return (f"error: needs the Python package {e.name!r}, which is not installed "
                 "(audio: pip install 'vqkit[audio]'; images: pip install 'vqkit[image]')", 2)

@@ -105,11 +105,23 @@ def run_config(args, default_preset: str, schema: type = Config):
                        schema=schema)
 
 
+def check_run_folder(args, inputs: list[tuple[str, str | None]]) -> None:
+    """Before a run loads anything: --out must be a writable folder apart from its inputs (its
+    samples and checkpoints would otherwise be read back as training data on --resume)."""
+    from .io.paths import check_output_folder, refuse_overlap
+
+    check_output_folder(Path(args.out), "--out")
+    refuse_overlap(Path(args.out), "--out", [(flag, Path(p) if p else None) for flag, p in inputs])
+
+
 def cmd_train(args) -> int:
+    from .training.budget import check_training_memory
     from .training.trainer import Trainer
 
     run = Path(args.out)
+    check_run_folder(args, [("--data", args.data), ("--valid-data", args.valid_data)])
     cfg = run_config(args, "mqgan-refiner")
+    check_training_memory(cfg)   # a size that cannot fit is refused now, not after loading the data
     train, valid = _load_corpora(cfg, args.data, args.valid_data)
     trainer = Trainer(cfg, run, train, valid, log=log, progress=not args.no_progress)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
@@ -128,41 +140,70 @@ def _load_tokenizer(path):
     return Tokenizer.from_pretrained(path)
 
 
-def _pairs(inp: Path, out: Path, in_suffixes: tuple[str, ...], out_suffix: str) -> list[tuple[Path, Path]]:
-    """(input, output) file pairs: a single file, or every matching file in a folder tree."""
+def _pairs(inp: Path, out: Path, in_suffixes: tuple[str, ...], out_suffix: str,
+           keep_suffix: bool = False) -> list[tuple[Path, Path]]:
+    """(input, output) file pairs: a single file, or every matching file in a folder tree, each
+    output with `out_suffix` (keep_suffix: a single output keeps the name given). No output may be
+    an input or lie in the input folder (io.paths.refuse_overwriting_inputs)."""
+    from .io.paths import OutputPathError, outside_output, refuse_overwriting_inputs
+
     if inp.is_dir():
-        files = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
+        if out.exists() and not out.is_dir():
+            raise OutputPathError(f"-o {out}: is a file; a folder input ({inp}) writes a folder of outputs")
+        found = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
+        files = outside_output(inp, found, out)
+        if len(files) < len(found):
+            log(f"not reading {len(found) - len(files)} files in {out}: it is the output folder, inside the input "
+                "folder, so they are outputs, never inputs")
         if not files:
             raise FileNotFoundError(f"{inp}: no {'/'.join(in_suffixes)} files found")
-        return [(f, (out / f.relative_to(inp)).with_suffix(out_suffix)) for f in files]
-    if not inp.exists():
+        pairs = [(f, (out / f.relative_to(inp)).with_suffix(out_suffix)) for f in files]
+    elif not inp.exists():
         raise FileNotFoundError(f"{inp}: no such file or folder")
-    return [(inp, out)]
+    elif out.is_dir():   # like cp: into the folder, named after the input
+        pairs = [(inp, (out / inp.name).with_suffix(out_suffix))]
+    else:
+        pairs = [(inp, out if keep_suffix else out.with_suffix(out_suffix))]
+    refuse_overwriting_inputs(inp, pairs, out)
+    return pairs
+
+
+def _failure(src: Path, dst: Path, e: Exception) -> str:
+    """The skip line of one file: an output problem names the output, an input problem the input
+    (once: most errors start with the file's name already)."""
+    from .io.files import WriteError
+
+    text = str(e) if isinstance(e, (ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}".rstrip(": ")
+    if isinstance(e, WriteError):
+        return f"skipped {src}: its output {text}"
+    return f"skipped {text}" if text.startswith(str(src)) else f"skipped {src}: {text}"
 
 
 def _run_files(pairs, fn, quiet: bool = False) -> int:
-    """Apply fn to every pair; a bad file is reported and counted, the rest still run."""
+    """Apply fn to every pair; a file that fails in any way (MemoryError too) is reported and
+    counted, the rest still run. Only KeyboardInterrupt / SystemExit stop the loop."""
     failed = 0
     for src, dst in pairs:
         try:
             done = fn(src, dst)
             if not quiet:
                 log(done)
-        except (ValueError, OSError) as e:
+        except Exception as e:
+            if os.environ.get("VQKIT_DEBUG"):
+                raise
             failed += 1
-            # most errors name the file already; say it once
-            log(f"skipped {e}" if str(e).startswith(str(src)) else f"skipped {src}: {e}")
+            log(_failure(src, dst, e))
     if len(pairs) > 1:
         log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
     return 1 if failed == len(pairs) else 0
 
 
-def _signal_of(tok, path: Path) -> torch.Tensor:
+def _signal_of(tok, path: Path, args) -> torch.Tensor:
     """A file as the tokenizer's input: log-mel of an audio file, or an image in [-1, 1]."""
     if tok.modality == "image":
         from .frontends.image import load_image
 
-        return load_image(path, channels=tok.config.model.image.channels)
+        return load_image(path, channels=tok.config.model.image.channels, max_pixels=args.max_pixels)
     from .frontends.audio_io import load_audio
 
     audio = load_audio(path, tok.config.model.mel.sample_rate)
@@ -186,7 +227,7 @@ def cmd_encode(args) -> int:
     tok = _load_tokenizer(args.checkpoint)
 
     def one(src: Path, dst: Path) -> str:
-        tokens = tok.encode(_signal_of(tok, src)).cpu().numpy()
+        tokens = tok.encode(_signal_of(tok, src, args)).cpu().numpy()
         path = save_tokens(dst, tokens, tok, extra={"source": src.name})
         if tok.modality == "image":
             return f"{src} -> {path} (token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits)"
@@ -200,8 +241,8 @@ def _writer(tok, args):
         from .frontends.image import save_image
 
         def write_image(img: torch.Tensor, dst: Path) -> str:
-            save_image(dst.with_suffix(".png"), img.clamp(-1, 1).cpu())
-            return str(dst.with_suffix(".png"))
+            save_image(dst, img.clamp(-1, 1).cpu())
+            return str(dst)
 
         return write_image
     from .frontends.audio_io import save_wav
@@ -211,7 +252,9 @@ def _writer(tok, args):
 
     def write(mel: torch.Tensor, dst: Path) -> str:
         if args.save_mel:
-            np.save(dst.with_suffix(".mel.npy"), mel.cpu().numpy())
+            from .io.files import atomic_write
+
+            atomic_write(dst.with_suffix(".mel.npy"), lambda tmp: np.save(tmp, mel.cpu().numpy()))
         save_wav(dst, vocoder(mel).cpu().numpy(), vocoder.sample_rate)
         return f"{dst} ({vocoder.name})"
 
@@ -226,9 +269,16 @@ def cmd_decode(args) -> int:
 
     def one(src: Path, dst: Path) -> str:
         tokens, _ = load_tokens(src, tok)
-        return f"{src} -> " + write(tok.decode(torch.from_numpy(tokens.astype(np.int64)), refined=not args.draft), dst)
+        rows = torch.from_numpy(tokens.astype(np.int64))
+        if rows.dim() == tok.token_dims:
+            return f"{src} -> " + write(tok.decode(rows, refined=not args.draft), dst)
+        # a file of several examples (e.g. (2, 86) mel tokens): one output per row, name_0, name_1, ...
+        outs = [write(tok.decode(row, refined=not args.draft), dst.with_name(f"{dst.stem}_{i}{dst.suffix}"))
+                for i, row in enumerate(rows)]
+        return f"{src} -> " + ", ".join(outs)
 
-    return _run_files(_pairs(Path(args.input), Path(args.output), (".npy",), _suffixes(tok)[1]), one, args.quiet)
+    ins, out = (".npy",), _suffixes(tok)[1]
+    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out, tok.modality == "mel"), one, args.quiet)
 
 
 def cmd_reconstruct(args) -> int:
@@ -236,10 +286,10 @@ def cmd_reconstruct(args) -> int:
     write = _writer(tok, args)
 
     def one(src: Path, dst: Path) -> str:
-        return f"{src} -> " + write(tok.reconstruct(_signal_of(tok, src), refined=not args.draft), dst)
+        return f"{src} -> " + write(tok.reconstruct(_signal_of(tok, src, args), refined=not args.draft), dst)
 
     ins, out = _suffixes(tok)
-    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out), one, args.quiet)
+    return _run_files(_pairs(Path(args.input), Path(args.output), ins, out, tok.modality == "mel"), one, args.quiet)
 
 
 def _lpips_for(tok, args):
@@ -273,7 +323,8 @@ def cmd_eval(args) -> int:
         vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
     record = evaluate_folder(tok, args.data, out, args.examples, vocoder=vocoder, max_vocoded=args.max_vocoded,
                              lpips=_lpips_for(tok, args), inception=inception, crop=args.crop or None,
-                             checkpoint=args.checkpoint, log=log, progress=not args.no_progress)
+                             checkpoint=args.checkpoint, log=log, progress=not args.no_progress,
+                             max_pixels=args.max_pixels)
     m = record["metrics"]
     keys = (("draft_psnr", "draft_ssim", "refined_psnr", "refined_ssim", "lpips", "rfid") if tok.modality == "image"
             else ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_mr_stft", "vocoded_si_sdr",
@@ -322,9 +373,11 @@ def cmd_info(args) -> int:
 
 
 def _trained_steps(state_json: Path) -> int | None:
+    from .io.files import read_limited
+
     if not state_json.is_file():
         return None
-    for key, value in json.loads(state_json.read_text()).get("__dict__", []):
+    for key, value in json.loads(read_limited(state_json, 2**26, "training state file")).get("__dict__", []):
         if key == ["str", "step"]:
             return value
     return None

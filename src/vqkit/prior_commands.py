@@ -3,7 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .commands import log, run_config
+from .commands import check_run_folder, log, run_config
+
+
+def _refuse_overlap(output: str, tokens: str, flag: str) -> None:
+    from .io.paths import refuse_overlap
+
+    refuse_overlap(Path(output), "-o", [(flag, Path(tokens))])
 
 
 def _tokenizer(path: str):
@@ -24,6 +30,7 @@ def cmd_train_prior(args) -> int:
     from .training.prior_trainer import PriorTrainer
 
     run = Path(args.out)
+    check_run_folder(args, [("--tokens", args.tokens), ("--valid-tokens", args.valid_tokens)])
     cfg = run_config(args, "prior-gpt", schema=PriorConfig)
     tok = _tokenizer(args.tokenizer)
     corpus = _corpus(args.tokens, tok.tokenizer_id, cfg.data.class_folders)
@@ -92,6 +99,7 @@ def cmd_sample(args) -> int:
 def cmd_visualize_prior(args) -> int:
     from .evaluation.prior_report import visualize_prior
 
+    _refuse_overlap(args.output, args.tokens, "--tokens")
     prior, tok, vocoder = _prior_and_tokenizer(args)
     corpus = _corpus(args.tokens, tok.tokenizer_id, bool(prior.class_names))
     if prior.class_names:   # the corpus's folder indices -> the prior's class indices
@@ -106,5 +114,6 @@ def cmd_visualize_prior(args) -> int:
 def cmd_pack_tokens(args) -> int:
     from .priors.token_data import pack_tokens
 
+    _refuse_overlap(args.output, args.tokens, "the token folder")
     pack_tokens(args.tokens, args.output, shard_bytes=args.shard_mb * 2**20, log=log)
     return 0

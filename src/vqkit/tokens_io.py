@@ -3,12 +3,14 @@ tokenizer made them, so tokens are never decoded by a tokenizer they do not belo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .io.files import TooLargeError, atomic_write, read_limited
+
 FORMAT = "vqkit-tokens-v1"
+SIDECAR_LIMIT = 2**20   # a sidecar is a few hundred bytes
 
 
 class TokenFileError(ValueError):
@@ -32,7 +34,6 @@ def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | N
     path = Path(path)
     if path.suffix != ".npy":
         path = path.with_suffix(".npy")
-    path.parent.mkdir(parents=True, exist_ok=True)
     tokens = np.asarray(tokens)
     if not np.issubdtype(tokens.dtype, np.integer):
         raise TokenFileError(f"{path}: tokens must be integers, got dtype {tokens.dtype}")
@@ -40,12 +41,9 @@ def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | N
         raise TokenFileError(f"{path}: token ids out of range [0, {tokenizer.codebook_size})")
     dtype = np.int16 if tokenizer.codebook_size <= 2**15 else np.int32
     arr = np.ascontiguousarray(tokens.astype(dtype))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: np.save(tmp, arr, allow_pickle=False))
     meta = {**tokenizer_meta(tokenizer), "shape": list(arr.shape), **(extra or {})}
-    sidecar_path(path).write_text(json.dumps(meta, indent=1))
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=1))
     return path
 
 
@@ -72,11 +70,13 @@ def load_tokens(path: str | Path, tokenizer=None, mmap: bool = False) -> tuple[n
     if arr.ndim not in (1, 2, 3, 4) or arr.size == 0:
         raise TokenFileError(f"{path}: expected a non-empty token array of 1 to 4 axes, found shape {arr.shape}")
     try:
-        meta = json.loads(side.read_text())
+        meta = json.loads(read_limited(side, SIDECAR_LIMIT, "token sidecar"))
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
     except FileNotFoundError:
         raise TokenFileError(f"{path}: sidecar {side.name} is missing, so the tokens' tokenizer is unknown") from None
+    except TooLargeError as e:
+        raise TokenFileError(str(e)) from None
     except (ValueError, RecursionError) as e:   # RecursionError: absurdly deep JSON nesting
         raise TokenFileError(f"{side}: not a valid token sidecar ({type(e).__name__}: {str(e)[:200]})") from None
     except OSError as e:   # a directory, no permission, an I/O error

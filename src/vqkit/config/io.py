@@ -11,9 +11,12 @@ from typing import Any
 
 import yaml
 
+from ..io.files import TooLargeError, atomic_write, read_limited
 from .schema import Config, ConfigError
 
 PRESET_DIR = Path(__file__).parent.parent / "presets"
+YAML_LIMIT = 2**20        # bytes: a full config is a few KB
+YAML_VALUES = 100_000     # values after anchors/aliases are expanded (an alias bomb stays small on disk)
 
 
 # ---- dict <-> dataclass, strict -------------------------------------------------------------
@@ -106,9 +109,11 @@ def read_yaml(path: Path, what: str = "config file") -> dict:
     naming the file. safe_load only: a YAML file never constructs Python objects."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path, YAML_LIMIT, what).decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such {what}") from None
+    except TooLargeError as e:
+        raise ConfigError(str(e)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) file") from None
     except OSError as e:   # a directory, no permission, ...
@@ -121,7 +126,24 @@ def read_yaml(path: Path, what: str = "config file") -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    if _count_values(data, YAML_VALUES) > YAML_VALUES:
+        raise ConfigError(f"{path}: more than {YAML_VALUES:,} values once its aliases are expanded; "
+                          f"a {what} has a few hundred")
     return data
+
+
+def _count_values(node: Any, budget: int) -> int:
+    """Values in a YAML document as a reader of it sees them (aliases expanded), counted only up
+    to just past `budget`, so a 'billion laughs' file costs no more than the budget to check."""
+    seen, stack = 0, [node]
+    while stack and seen <= budget:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return seen
 
 
 def parse_overrides(overrides: list[str]) -> dict:
@@ -230,4 +252,4 @@ def config_from_dict(data: dict, where: str = "", saved: bool = False) -> Config
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

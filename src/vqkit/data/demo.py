@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 
 from ..frontends.audio_io import AudioError, load_audio, save_wav
-from .files import read_manifest, write_atomically
+from ..io.files import atomic_write
+from .files import read_manifest
 
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-g722"
 ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en_US_f_Allison"), Path("/usr/share/asterisk/sounds/en"))
@@ -305,7 +306,7 @@ def make_demo_speech(out_dir: str | Path, log: Callable[[str], None] = print, so
     writes = [(out_dir / "train" / n, a) for n, a in train] + [(out_dir / "heldout" / n, a) for n, a in held]
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(lambda w: save_wav(w[0], w[1], rate), writes))
-    (out_dir / "ATTRIBUTION.txt").write_text(attribution)
+    atomic_write(out_dir / "ATTRIBUTION.txt", attribution)
 
     def seconds(items):
         return round(sum(len(a) for _, a in items) / rate, 2)
@@ -318,8 +319,7 @@ def make_demo_speech(out_dir: str | Path, log: Callable[[str], None] = print, so
         "heldout_files": [n for n, _ in held], "train_files": [n for n, _ in train],
     }
     # Written last, and atomically: its presence marks a complete build.
-    write_atomically(out_dir / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"),
-                     ".json")
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     log(f"demo speech corpus: {len(train)} train clips ({manifest['train_seconds'] / 60:.1f} min), "
         f"{len(held)} held-out clips ({manifest['heldout_seconds']:.1f} s) from {kind}, in {out_dir}")
     return manifest

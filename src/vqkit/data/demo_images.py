@@ -21,7 +21,8 @@ from typing import Callable
 import numpy as np
 
 from ..frontends.image import save_image
-from .files import read_manifest, write_atomically
+from ..io.files import atomic_write
+from .files import read_manifest
 
 MANIFEST_VERSION = 1
 HELDOUT_COUNT = 3
@@ -158,7 +159,7 @@ def make_demo_images(out_dir: str | Path, log: Callable[[str], None] = print) ->
             lines.append(f"{split}/{p['file']}: skimage.data.{p['function']}() "
                          f"({p['width']}x{p['height']}, {'grayscale' if p['channels'] == 1 else 'colour'})\n"
                          f"  Licence: {p['licence']}\n  Source: {p['source']}\n\n")
-    (out_dir / "ATTRIBUTION.txt").write_text("".join(lines))
+    atomic_write(out_dir / "ATTRIBUTION.txt", "".join(lines))
 
     manifest = {
         "version": MANIFEST_VERSION, "source": f"scikit-image {skimage.__version__}",
@@ -168,7 +169,6 @@ def make_demo_images(out_dir: str | Path, log: Callable[[str], None] = print) ->
                                                for s, items in (("train", train), ("heldout", held)) for p in items},
     }
     # Written last, and atomically: its presence marks a complete build.
-    write_atomically(out_dir / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2) + "\n"),
-                     ".json")
+    atomic_write(out_dir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     log(f"demo image set: {len(train)} train, {len(held)} held-out photographs in {out_dir}")
     return manifest

@@ -3,10 +3,10 @@ keys, skip summaries and the demo corpora's manifest."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ..io.files import read_limited
 
 LOG_FIRST = 5   # skipped files logged one by one per reason, then only counted
 
@@ -52,7 +52,7 @@ def with_skips(text: str, skipped: dict[str, int]) -> str:
 
 def read_manifest(out_dir: Path) -> dict | None:
     try:
-        manifest = json.loads((Path(out_dir) / "manifest.json").read_text())
+        manifest = json.loads(read_limited(Path(out_dir) / "manifest.json", 2**22, "corpus manifest"))
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
@@ -85,21 +85,3 @@ def decoder_message(err: BaseException, path: Path) -> str:
     for quoted in (f": '{path}'", f" '{path}'", f"'{path}'", f" {path}"):
         first = first.replace(quoted, "")
     return f"{type(err).__name__}: {first}"
-
-
-def write_atomically(path: Path, write: Callable[[str], None], suffix: str) -> None:
-    """Call write(tmp_path) for a temp file beside `path`, then rename it into place: readers never
-    see a half-written file (os.replace is a rename on one filesystem)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{suffix}.tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -51,9 +51,10 @@ class ImageCorpus:
         return with_skips(text, self.skipped)
 
 
-def load_one_image(path: Path, channels: int, min_size: int) -> tuple[torch.Tensor | None, str | None, str]:
+def load_one_image(path: Path, channels: int, min_size: int,
+                   max_pixels: int | None = None) -> tuple[torch.Tensor | None, str | None, str]:
     try:
-        img = load_image(path, channels)
+        img = load_image(path, channels, max_pixels)
     except ImageError as e:
         reason = e.reason if e.reason in REASONS else "unreadable"
         return None, reason, str(e)

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..io.files import atomic_write, fsync_dir
 from .files import InputError
 
 FORMAT = "vqkit-sharded-arrays"
@@ -44,19 +45,6 @@ class ShardStoreError(InputError):
 
 def _shard_name(i: int) -> str:
     return f"shard-{i:05d}.bin"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:   # platforms without directory fds: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 class ShardWriter:
@@ -146,20 +134,14 @@ class ShardWriter:
                 "shard_files": [_shard_name(i) for i in range(len(self._sizes))], "shard_bytes": self._sizes,
                 "meta": self.meta,
             }
-            tmp_index = self._tmp / (INDEX + ".tmp")
-            with open(tmp_index, "w", encoding="utf-8") as f:
-                json.dump(index, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp_index, self._tmp / INDEX)
-            _fsync_dir(self._tmp)
+            atomic_write(self._tmp / INDEX, json.dumps(index, separators=(",", ":")))
             os.chmod(self._tmp, 0o755)   # mkdtemp makes 0700 directories
             try:
                 os.rename(self._tmp, self.directory)   # replaces only a missing or empty directory
             except OSError:
                 raise FileExistsError(f"{self.directory}: a store (or other files) appeared here while "
                                       "this one was being built") from None
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         except BaseException:
             self.abort()
             raise

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 from urllib.parse import quote
 
+from ..io.files import atomic_write
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
@@ -178,7 +180,4 @@ def render_report(out_dir: Path, record: dict, examples: list[dict], usage_png: 
     "audio": [{"src", "label"}]}; every src is a file name relative to out_dir. `pages`: sub-folders
     of out_dir with their own index.html, linked."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "index.html"
-    path.write_text(render_page(record, examples or [], usage_png, curves_png, out_dir, pages), encoding="utf-8")
-    return path
+    return atomic_write(out_dir / "index.html", render_page(record, examples or [], usage_png, curves_png, out_dir, pages))

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..io.files import atomic_write
 from .html_report import render_report
 
 
@@ -77,7 +78,7 @@ def write_samples(prior, tok, out_dir: Path, n: int, batch_size: int = 16, label
                           "grid": "x".join(map(str, prior.grid)), "channels": prior.channels},
               "settings": {"seed": seed, "batch_size": batch_size, "modality": tok.modality,
                            **{k: v for k, v in sampling.items() if v is not None}}}
-    (out_dir / "samples.json").write_text(json.dumps(record, indent=1))
+    atomic_write(out_dir / "samples.json", json.dumps(record, indent=1))
     render_report(out_dir, record, examples)
     log(f"{n} samples -> {out_dir} ({seconds / n:.3f} s per sample, {record['metrics']['forward_passes_per_batch']:.0f} "
         f"forward passes per batch)")
@@ -122,7 +123,7 @@ def visualize_prior(prior, tok, corpus, out_dir: Path, n_examples: int = 6, max_
                                            "true past (teacher forcing), decoded beside the tokenizer's reconstruction",
               "data": {"root": str(corpus.root), "files": len(corpus)},
               "settings": {"modality": tok.modality, "grid": list(prior.grid)}}
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=1))
+    atomic_write(out_dir / "metrics.json", json.dumps(record, indent=1))
     render_report(out_dir, record, examples)
     log(f"validation NLL {metrics['nll']:.3f} nats (uniform {metrics['uniform_nll']:.3f}), top-1 accuracy "
         f"{metrics['top1_accuracy']:.3f} over {count} tokens -> {out_dir}")

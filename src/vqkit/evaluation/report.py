@@ -24,6 +24,8 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
+from ..io.files import WriteError, atomic_write
+from ..io.paths import check_output_folder, output_folder, refuse_overlap
 from ..io.weights import resolve_checkpoint_dir
 
 
@@ -37,13 +39,13 @@ def _files(tok, folder: Path) -> list[Path]:
     return find_audio_files(folder)
 
 
-def _loader(tok) -> Callable[[Path], tuple[object, str | None, str]]:
+def _loader(tok, max_pixels: int | None) -> Callable[[Path], tuple[object, str | None, str]]:
     """path -> (item or None, skip reason, detail): the same checks as training data."""
     cfg = tok.config
     if tok.modality == "image":
         from ..data.image_corpus import load_one_image
 
-        return lambda p: load_one_image(p, cfg.model.image.channels, 8)
+        return lambda p: load_one_image(p, cfg.model.image.channels, 8, max_pixels)
     from ..data.audio_corpus import load_one_clip
 
     def load(p: Path):
@@ -75,71 +77,80 @@ def _versions() -> dict:
 def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: int = 8, vocoder=None,
                     max_vocoded: int | None = None, lpips=None, inception=None, crop: int | None = 512,
                     checkpoint: str | Path | None = None, log: Callable[[str], None] = print,
-                    progress: bool = True) -> dict:
-    """Evaluate every usable file under `folder`; write the report into `out_dir`; return the record."""
+                    progress: bool = True, max_pixels: int | None = None) -> dict:
+    """Evaluate every usable file under `folder`; write the report into `out_dir`; return the record.
+    A report folder this call creates is removed again when the evaluation fails."""
     from .html_report import render_report
     from .report_plots import training_curves, usage_histogram
 
     folder, out_dir = Path(folder), Path(out_dir)
+    refuse_overlap(out_dir, "--out", [("--data", folder)])   # a rerun must not evaluate its own outputs
+    check_output_folder(out_dir, "--out")
     files = _files(tok, folder)
     if not files:
         raise FileNotFoundError(f"{folder}: no {'image' if tok.modality == 'image' else 'audio'} files found")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok.eval()
-    load = _loader(tok)
-    if tok.modality == "image":
-        from .image_eval import ImageAccumulator
+    with output_folder(out_dir):   # removed again if this call created it and then fails
+        tok.eval()
+        load = _loader(tok, max_pixels)
+        if tok.modality == "image":
+            from .image_eval import ImageAccumulator
 
-        acc = ImageAccumulator(tok, crop=crop, lpips=lpips, inception=inception)
-        writer = _ImageExamples(out_dir)
-    else:
-        from .mel_eval import MelAccumulator
+            acc = ImageAccumulator(tok, crop=crop, lpips=lpips, inception=inception)
+            writer = _ImageExamples(out_dir)
+        else:
+            from .mel_eval import MelAccumulator
 
-        acc = MelAccumulator(tok)
-        writer = _MelExamples(out_dir, tok, vocoder, max_vocoded)
-    used, skipped = [], {}
-    for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
-        item, reason, detail = load(path)
-        if item is None:
-            skipped[reason] = skipped.get(reason, 0) + 1
-            log(f"skipping ({reason}) {detail}")
-            continue
-        rel = path.relative_to(folder).as_posix()
-        example = acc.add(item.mel if hasattr(item, "mel") else item)
-        writer.add(len(used), rel, path, example, keep=len(used) < n_examples)
-        used.append(rel)
-    if not used:
-        raise ValueError(f"{folder}: none of {len(files)} files is usable ({skipped})")
-    metrics = {**acc.result(), **writer.result()}
-    usage_png = usage_histogram(acc.code_counts.numpy(), out_dir / "usage.png").name
-    ckpt = resolve_checkpoint_dir(checkpoint) if checkpoint else None
-    run = _run_dir(Path(checkpoint)) if checkpoint else None
-    curves = None
-    if run is not None:
-        from ..training.metrics_log import read_metrics
+            acc = MelAccumulator(tok)
+            writer = _MelExamples(out_dir, tok, vocoder, max_vocoded)
+        used, skipped = [], {}
+        for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
+            item, reason, detail = load(path)
+            rel = path.relative_to(folder).as_posix()
+            try:
+                if item is not None:
+                    example = acc.add(item.mel if hasattr(item, "mel") else item)
+                    writer.add(len(used), rel, path, example, keep=len(used) < n_examples)
+            except WriteError:   # the report folder, not this file: every file would fail
+                raise
+            except Exception as e:   # this file only (e.g. MemoryError on a huge one): skip, count and name it
+                item, reason, detail = None, "failed", f"{path}: {type(e).__name__}: {e}"
+            if item is None:
+                skipped[reason] = skipped.get(reason, 0) + 1
+                log(f"skipping ({reason}) {detail}")
+                continue
+            used.append(rel)
+        if not used:
+            raise ValueError(f"{folder}: none of {len(files)} files is usable ({skipped})")
+        metrics = {**acc.result(), **writer.result()}
+        usage_png = usage_histogram(acc.code_counts.numpy(), out_dir / "usage.png").name
+        ckpt = resolve_checkpoint_dir(checkpoint) if checkpoint else None
+        run = _run_dir(Path(checkpoint)) if checkpoint else None
+        curves = None
+        if run is not None:
+            from ..training.metrics_log import read_metrics
 
-        path = training_curves(read_metrics(run), out_dir / "curves.png")
-        curves = path.name if path else None
-    record = {
-        "metrics": metrics,
-        "units": ("PSNR/SSIM on [0, 255] with data range 255; mse/l1 on [-1, 1]" if tok.modality == "image" else
-                  "mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
-                  "vocoded original vs vocoded reconstruction"),
-        "checkpoint": str(ckpt) if ckpt else None,
-        "tokenizer_id": tok.tokenizer_id,
-        "data": {"root": str(folder), "files": len(used), "skipped": skipped,
-                 "file_list_sha256": hashlib.sha256("\n".join(used).encode()).hexdigest()[:16]},
-        "metric_versions": _versions(),
-        "settings": {"config": tok.config.name, "modality": tok.modality, "crop": crop if tok.modality == "image"
-                     else None, "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,
-                     "lpips": lpips is not None, "rfid": inception is not None},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    (out_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
-    # pages that live inside the report folder (e.g. the demo's token prior) are linked from it
-    pages = sorted(p.parent.name for p in Path(out_dir).glob("*/index.html"))
-    render_report(out_dir, record, writer.examples, usage_png, curves, pages=pages)
-    return record
+            path = training_curves(read_metrics(run), out_dir / "curves.png")
+            curves = path.name if path else None
+        record = {
+            "metrics": metrics,
+            "units": ("PSNR/SSIM on [0, 255] with data range 255; mse/l1 on [-1, 1]" if tok.modality == "image" else
+                      "mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
+                      "vocoded original vs vocoded reconstruction"),
+            "checkpoint": str(ckpt) if ckpt else None,
+            "tokenizer_id": tok.tokenizer_id,
+            "data": {"root": str(folder), "files": len(used), "skipped": skipped,
+                     "file_list_sha256": hashlib.sha256("\n".join(used).encode()).hexdigest()[:16]},
+            "metric_versions": _versions(),
+            "settings": {"config": tok.config.name, "modality": tok.modality, "crop": crop if tok.modality == "image"
+                         else None, "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,
+                         "lpips": lpips is not None, "rfid": inception is not None},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        atomic_write(out_dir / "metrics.json", json.dumps(record, indent=1, default=str))
+        # pages that live inside the report folder (e.g. the demo's token prior) are linked from it
+        pages = sorted(p.parent.name for p in Path(out_dir).glob("*/index.html"))
+        render_report(out_dir, record, writer.examples, usage_png, curves, pages=pages)
+        return record
 
 
 class _MelExamples:

@@ -4,14 +4,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from ..quantizers.base import usage_from_counts
+from .plots import plain_text, save_figure
 
 # Bookkeeping, not losses or quality: never plotted by default.
 IGNORED = {"step", "time", "lr", "steps_per_s", "codebook_size", "tokens_per_image", "bits_per_image",
@@ -25,19 +23,17 @@ MAX_PANELS = 8
 SPLIT_STYLE = {"train": dict(color="tab:blue", lw=1.2), "heldout": dict(color="tab:orange", lw=1.6, marker="o", ms=3)}
 
 
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def usage_histogram(counts: np.ndarray, path: Path) -> Path:
     """How often each code is used, codes sorted by count (descending), log y axis."""
     c = np.sort(np.asarray(counts, dtype=np.float64).reshape(-1))[::-1]
     u = usage_from_counts(torch.from_numpy(c.copy()))
     s = {"used": u["codes_used"], "size": u["codebook_size"], "usage": u["codebook_usage"], "perplexity": u["perplexity"]}
+    with plain_text():
+        fig = _usage_figure(c, s)
+    return save_figure(fig, path)
+
+
+def _usage_figure(c: np.ndarray, s: dict):
     fig, ax = plt.subplots(figsize=(9, 3.2))
     used = c[c > 0]
     if used.size:
@@ -64,7 +60,7 @@ def usage_histogram(counts: np.ndarray, path: Path) -> Path:
                  f"perplexity {s['perplexity']:.1f}", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 def _is_number(v) -> bool:
@@ -114,6 +110,12 @@ def training_curves(records: list[dict], path: Path, keys: list[str] | None = No
     panels = [(k, d) for k, d in panels if any(xs for xs, _ in d.values())]
     if not panels:
         return None
+    with plain_text():
+        fig = _curves_figure(panels)
+    return save_figure(fig, path)
+
+
+def _curves_figure(panels: list):
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.6 * nrows), squeeze=False)
@@ -133,4 +135,4 @@ def training_curves(records: list[dict], path: Path, keys: list[str] | None = No
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8, ncol=len(handles))
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    return _save(fig, path)
+    return fig

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.files import InputError, decoder_message, find_files, write_atomically
+from ..data.files import InputError, decoder_message, find_files
+from ..io.files import atomic_write
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (
     ".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".aif", ".aiff", ".g722",
@@ -91,7 +92,12 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             sf_error = e
     try:
         return _read_pyav(path)
-    except AudioError:
+    except AudioError as e:
+        if e.reason == "empty" and sf_error is not None:
+            # FFmpeg probes almost anything (text too) as some stream and decodes nothing from it;
+            # with libsndfile refusing it as well, the file is not audio, not empty audio.
+            raise AudioError(f"{path}: not an audio file (FFmpeg decodes no audio samples from it; libsndfile: "
+                             f"{decoder_message(sf_error, path)})") from None
         raise
     except Exception as av_error:  # av.FFmpegError, OSError, ValueError, ...
         # FFmpeg first: libsndfile's message for unknown formats ("not a regular file") misleads.
@@ -146,4 +152,4 @@ def save_wav(path: str | Path, audio, sample_rate: int) -> None:
     if not np.isfinite(audio).all():  # NaN would be written as silence or noise: refuse loudly
         raise AudioError(f"{path}: refusing to write non-finite samples", reason="non-finite")
     audio = np.clip(audio, -1.0, 1.0)
-    write_atomically(path, lambda tmp: sf.write(tmp, audio, int(sample_rate), subtype="PCM_16", format="WAV"), ".wav")
+    atomic_write(path, lambda tmp: sf.write(tmp, audio, int(sample_rate), subtype="PCM_16", format="WAV"))

@@ -3,7 +3,8 @@
 Every Pillow mode a real folder of images contains is handled (palette, alpha, 1-bit, 16-bit, 32-bit
 int, float, CMYK, EXIF-rotated JPEGs), and every failure becomes an ImageError naming the file, so a
 bad file in a large corpus can be found. Loading is strict: a truncated file is an error rather than
-an image with a grey band, and Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) is kept.
+an image with a grey band, and an image over a pixel budget (MAX_PIXELS, read from the header) is
+refused before its pixels are decoded: a 9000x9000 PNG is 250 KB on disk and gigabytes in memory.
 """
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from ..data.files import InputError, decoder_message, find_files, write_atomically
+from ..data.files import InputError, decoder_message, find_files
+from ..io.files import atomic_write
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+# Default pixel budget (`--max-pixels`): about 1 GB at load_image's 16 bytes per pixel, before the
+# model sees it. Pillow's own hard limit (2 x Image.MAX_IMAGE_PIXELS, 179 Mpx) still applies above it.
+MAX_PIXELS = 64_000_000
 
 
 class ImageError(InputError):
     """An image file that cannot be used. `reason` is a short machine-readable tag: "unreadable",
-    "empty" (0 bytes), "too large" (decompression-bomb size), "non-finite", "too small" (corpus
+    "empty" (0 bytes), "too large" (over the pixel budget), "non-finite", "too small" (corpus
     minimum) or "not-a-directory" (find_image_files)."""
 
 
@@ -40,22 +45,23 @@ _OPEN_LOCK = threading.Lock()
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as Pillow's convert("L")
 
 
-def _open(path: Path) -> Image.Image:
-    """Open and fully decode the first frame, turning every failure into an ImageError."""
-    limit = Image.MAX_IMAGE_PIXELS
+def _open(path: Path, max_pixels: int) -> Image.Image:
+    """Open (header only), check the size against `max_pixels`, then decode the first frame,
+    turning every failure into an ImageError."""
     try:
         with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # the budget below decides; Pillow's warning would refuse images the user allowed
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    except Image.DecompressionBombError as e:
         raise ImageError(f"{path}: image too large, possible decompression bomb ({e})", reason="too large") from None
     except Exception as e:  # UnidentifiedImageError, OSError, SyntaxError (bad PNG chunks), ...
         raise ImageError(f"{path}: cannot decode image, corrupt or not an image ({decoder_message(e, path)})") from None
     w, h = im.size
-    if limit and w * h > limit:  # in case a filter elsewhere silenced the warning
+    if w * h > max_pixels:
         im.close()
-        raise ImageError(f"{path}: image too large ({w}x{h} = {w * h} pixels > Image.MAX_IMAGE_PIXELS "
-                         f"= {limit}), possible decompression bomb", reason="too large")
+        raise ImageError(f"{path}: image too large ({w}x{h} = {w * h / 1e6:.1f} Mpx > the {max_pixels / 1e6:g} Mpx "
+                         "budget; --max-pixels raises it), refused before decoding", reason="too large")
     # Strict on purpose (this is also Pillow's default, re-asserted in case other code relaxed it):
     # with LOAD_TRUNCATED_IMAGES a cut-off file decodes "successfully" with a filled-in band.
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -136,14 +142,14 @@ def _to_unit(im: Image.Image, path: Path) -> np.ndarray:
     return _planes(np.asarray(rgb), 255.0)
 
 
-def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
+def load_image(path: str | Path, channels: int = 3, max_pixels: int | None = None) -> torch.Tensor:
     """Decode `path` to float32 (channels, H, W) in [-1, 1].
 
     Alpha (RGBA, LA, palette transparency) is composited over white. channels=1 converts colour to
     ITU-R 601-2 luma (like Pillow's "L"); channels=3 repeats grayscale. Multi-frame files (GIF,
-    TIFF) give their first frame. Raises ImageError for missing, empty, truncated, corrupt or
-    decompression-bomb-size files. Peak memory is about 16 bytes per pixel (decoded pixels plus the
-    float32 result), so every image under Pillow's decompression-bomb limit fits.
+    TIFF) give their first frame. Raises ImageError for missing, empty, truncated or corrupt files
+    and for images over `max_pixels` (default MAX_PIXELS), checked from the header before decoding.
+    Peak memory is about 16 bytes per pixel (decoded pixels plus the float32 result).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -152,7 +158,7 @@ def load_image(path: str | Path, channels: int = 3) -> torch.Tensor:
         raise ImageError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)", reason="empty")
-    im = _open(path)
+    im = _open(path, MAX_PIXELS if max_pixels is None else max_pixels)
     try:
         planes = _to_unit(im, path)
     finally:
@@ -200,7 +206,7 @@ def save_image(path: str | Path, x) -> None:
     """Write a tensor (C, H, W) in [-1, 1] (C = 1 or 3) or a uint8 array (H, W[, C]) as PNG, atomically."""
     path = Path(path)
     im = _pil_image(x)
-    write_atomically(path, lambda tmp: im.save(tmp, format="PNG"), ".png")
+    atomic_write(path, lambda tmp: im.save(tmp, format="PNG"))
 
 
 def save_grid(path: str | Path, rows: list[list[torch.Tensor]], pad: int = 2, pad_value: float = 1.0) -> None:

@@ -1,14 +1,19 @@
 """Weight files: safetensors only (never a pickle), key/shape mismatches as one clear message,
 a hash that identifies a set of weights, and checkpoint directories (config.yaml + model.safetensors,
-or a run directory whose checkpoints/latest names one). The ground floor: imports nothing of vqkit."""
+or a run directory whose checkpoints/latest names one). Ground floor: imports nothing above vqkit.io."""
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .files import atomic_write
+from .memory import refuse_if_over
+from .paths import read_pointer
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
@@ -22,12 +27,12 @@ _FOREIGN_MAGIC = ((b"PK\x03\x04", "a zip archive (PyTorch's torch.save format)")
 def save_weights(module: nn.Module, path: Path, fmt: str | None = None) -> None:
     """A module's state dict as a safetensors file (CPU, contiguous), with its format name as metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    save_file(state, str(path), metadata={"format": fmt} if fmt else None)
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": fmt} if fmt else None))
 
 
-def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors. Nothing else is read: pickles (torch.save files) would run
-    code on load, so they are named and refused, never opened."""
+def _refuse_foreign(path: Path) -> None:
+    """Name and refuse weight files that are not safetensors: pickles (torch.save files) would run
+    code on load, so they are never opened by a loader."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -39,11 +44,49 @@ def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[s
     if kind is not None:
         raise ValueError(f"{path}: cannot read weights: this is {kind}, not safetensors; vqkit never "
                          "unpickles weights (convert the state dict with safetensors.torch.save_file)")
+
+
+def _invalid(path: Path, e: Exception) -> ValueError:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return ValueError(f"{path}: cannot read weights, not a valid safetensors file ({text})")
+
+
+def read_weights(path: Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors. Nothing else is read (see _refuse_foreign)."""
+    _refuse_foreign(path)
     try:
         return load_file(str(path), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types for corrupt headers
-        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{path}: cannot read weights, not a valid safetensors file ({text})") from None
+        raise _invalid(path, e) from None
+
+
+def weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a safetensors file, from its header alone (no tensor read)."""
+    _refuse_foreign(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise _invalid(path, e) from None
+
+
+def check_fits(skeleton: nn.Module, path: Path, where: str) -> None:
+    """Before the real model is built: the file's tensor shapes (header) must be the shapes the
+    config gives (`skeleton`: the model built on the meta device, which allocates nothing), and
+    the weights must fit in memory. A config.yaml edited to absurd sizes is refused here, naming
+    the weights, instead of the allocator failing on a model that could never load them."""
+    shapes = weight_shapes(path)
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{where}: weights do not fit the configured model (size mismatch for {k}: "
+                         f"the file has {list(shapes[k])}, the config gives {list(expected[k])}"
+                         f"{f', and {len(wrong) - 1} more' if len(wrong) > 1 else ''}); is this a checkpoint "
+                         "of another model, or was its config edited?")
+    _key_mismatch(sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected)), where)
+    size = sum(v.numel() * v.element_size() for v in skeleton.state_dict().values())
+    refuse_if_over([(where, size, "the weights")], "loading this model", gpu=False)
 
 
 def load_matching(module: nn.Module, state: dict, where: str) -> None:
@@ -54,6 +97,10 @@ def load_matching(module: nn.Module, state: dict, where: str) -> None:
         detail = str(e).split("\n\t")[1] if "\n\t" in str(e) else str(e)
         raise ValueError(f"{where}: weights do not fit the configured model ({detail}); "
                          "is this a checkpoint of another model?") from None
+    _key_mismatch(missing, unexpected, where)
+
+
+def _key_mismatch(missing: list[str], unexpected: list[str], where: str) -> None:
     if missing or unexpected:
         raise ValueError(f"{where}: weights do not fit the configured model "
                          f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
@@ -78,11 +125,7 @@ def resolve_checkpoint_dir(path: str | Path) -> Path:
         return p
     latest = p / "checkpoints" / "latest"
     if latest.is_file():
-        try:
-            name = latest.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError):
-            name = ""
-        d = p / "checkpoints" / name
+        name, d = read_pointer(latest)   # refuses names leading out of checkpoints/
         if name and (d / WEIGHTS_NAME).is_file():
             return d
         raise FileNotFoundError(f"{latest}: names checkpoint {name!r}, but {d} holds no {WEIGHTS_NAME} "

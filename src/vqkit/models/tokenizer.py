@@ -23,8 +23,8 @@ from torch import nn
 from ..config import Config, ConfigError, config_from_dict, save_config
 from ..config.io import read_yaml
 from ..frontends.mel import MelFrontend
-from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
-                          save_weights, state_hash)
+from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, check_fits, load_matching, read_weights,
+                          resolve_checkpoint_dir, save_weights, state_hash)
 from ..quantizers import build_quantizer
 from .backbones import build_backbone
 from .refiner import Refiner
@@ -240,11 +240,15 @@ class Tokenizer(nn.Module):
         if not raw:   # saved configs are complete: an empty one would silently mean "defaults"
             raise ConfigError(f"{cfg_path}: empty config; a checkpoint's {CONFIG_NAME} describes its model")
         cfg = config_from_dict(raw, where=str(cfg_path), saved=True)
-        model = cls(cfg)
         weights = d / WEIGHTS_NAME
-        state = read_weights(weights, map_location)
         article = "an" if cfg.model.modality[0] in "aeiou" else "a"
-        load_matching(model, state, f"{weights} (config {cfg_path}, {article} {cfg.model.modality} model)")
+        where = f"{weights} (config {cfg_path}, {article} {cfg.model.modality} model)"
+        with torch.device("meta"):   # allocates nothing: an edited config.yaml is refused before it can
+            skeleton = cls(cfg)
+        check_fits(skeleton, weights, where)
+        model = cls(cfg)
+        state = read_weights(weights, map_location)
+        load_matching(model, state, where)
         bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
         if bad:   # a diverged run's weights would decode every token to NaN
             raise ValueError(f"{weights}: weights contain NaN or Inf ({len(bad)} tensors, e.g. {bad[0]}); "

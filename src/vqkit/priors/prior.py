@@ -21,6 +21,7 @@ from torch import nn
 from ..config import ConfigError, from_dict, save_config
 from ..config.io import read_yaml
 from ..config.prior_schema import PriorConfig
+from ..io.files import atomic_write, read_limited
 from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
                           save_weights)
 from . import build_prior
@@ -109,7 +110,7 @@ class TokenPrior(nn.Module):
         d.mkdir(parents=True, exist_ok=True)
         save_config(self.cfg, d / CONFIG_NAME)
         save_weights(self, d / WEIGHTS_NAME, "vqkit-prior-v1")
-        (d / META_NAME).write_text(json.dumps(self.meta, indent=1))
+        atomic_write(d / META_NAME, json.dumps(self.meta, indent=1))
         return d
 
     @classmethod
@@ -119,7 +120,7 @@ class TokenPrior(nn.Module):
             raise ValueError(f"{d}: not a token prior checkpoint (no {META_NAME}; a tokenizer checkpoint?)")
         raw = read_yaml(d / CONFIG_NAME, what="checkpoint config")   # names the file and the problem
         try:
-            meta = json.loads((d / META_NAME).read_text())
+            meta = json.loads(read_limited(d / META_NAME, 2**20, "prior metadata file"))
             cfg = from_dict(PriorConfig, raw).validate()
         except ValueError as e:
             raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None

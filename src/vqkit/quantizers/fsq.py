@@ -6,6 +6,8 @@ its mixed-radix number. Always computed in float32, also under bf16 autocast.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import Quantizer, QuantizerOutput, usage_stats
@@ -23,7 +25,7 @@ class FSQ(Quantizer):
         basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), lv[:-1]]), 0)
         self.register_buffer("levels", lv, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
-        self.codebook_size = int(lv.prod())
+        self.codebook_size = math.prod(self.levels_list)   # plain ints: also builds on the meta device
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """Squash z so that rounding gives exactly `levels` values per dimension."""

@@ -23,26 +23,20 @@ from pathlib import Path
 
 import torch
 
+from ..io.files import atomic_write, fsync_dir, fsync_file
+from ..io.paths import UnsafePointerError, check_confined, read_pointer
 from ..io.weights import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, save_weights
 from .state_io import load_state, save_state
+
 
 class CheckpointError(RuntimeError):
     pass
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(path: Path) -> None:
     for f in path.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    _fsync_dir(path)
+        fsync_file(f)
+    fsync_dir(path)
 
 
 def rng_state() -> dict:
@@ -73,12 +67,8 @@ def _write(ckpt_root: Path, name: str, pointer: str, model, modules: dict, train
         if final.exists():   # re-saving the same step (e.g. final save right after a periodic one)
             shutil.rmtree(final)
         os.replace(tmp, final)
-        pointer_tmp = ckpt_root / f".{pointer}.tmp-{os.getpid()}"
-        pointer_tmp.write_text(name + "\n")
-        with open(pointer_tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(pointer_tmp, ckpt_root / pointer)
-        _fsync_dir(ckpt_root)
+        fsync_dir(ckpt_root)
+        atomic_write(ckpt_root / pointer, name + "\n")   # the pointer moves only now
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         prev = _pointed(ckpt_root, pointer)
@@ -113,8 +103,11 @@ def best_checkpoint(run_dir: Path) -> Path | None:
 def _pointed(ckpt_root: Path, pointer: str) -> Path | None:
     p = ckpt_root / pointer
     if p.is_file():
-        d = ckpt_root / p.read_text().strip()
-        if _complete(d):
+        try:
+            name, d = read_pointer(p)   # never a folder outside checkpoints/
+        except UnsafePointerError as e:
+            raise CheckpointError(str(e)) from None
+        if name and _complete(d):
             return d
     return None
 
@@ -139,7 +132,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     """The newest complete checkpoint (periodic or best; `--resume auto`), or None. Temporary
     directories of an interrupted save are never complete checkpoints: they start with a dot."""
     ckpt_root = Path(run_dir) / "checkpoints"
-    done = [p for p in list(ckpt_root.glob("step_*")) + list(ckpt_root.glob("best_step_*")) if _complete(p)]
+    found = list(ckpt_root.glob("step_*")) + list(ckpt_root.glob("best_step_*"))
+    for p in found:   # a run directory from elsewhere must not make a resume read other files
+        try:
+            check_confined(p, ckpt_root, str(p))
+        except UnsafePointerError as e:
+            raise CheckpointError(str(e)) from None
+    done = [p for p in found if _complete(p)]
     # on a tie the periodic one: it is the checkpoint `latest` names
     return max(done, key=lambda p: (_step_of(p), p.name.startswith("step_")), default=None)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.files import write_atomically
+from ..io.files import atomic_write
 
 
 class MetricsLog:
@@ -33,7 +33,7 @@ class MetricsLog:
             except (ValueError, KeyError, TypeError):   # a line cut short by a crash
                 continue
         text = "".join(line + "\n" for line in kept)
-        write_atomically(self.path, lambda tmp: Path(tmp).write_text(text), ".jsonl")
+        atomic_write(self.path, text)
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None:
         if not self.enabled:

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..io.files import atomic_write, read_limited
+
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
     if isinstance(obj, torch.Tensor):
@@ -57,8 +59,8 @@ def save_state(state: dict, directory: Path, name: str) -> list[Path]:
     tensors: dict[str, torch.Tensor] = {}
     skeleton = flatten(state, tensors)
     st, js = directory / f"{name}.safetensors", directory / f"{name}.json"
-    save_file(tensors, str(st))
-    js.write_text(json.dumps(skeleton))
+    atomic_write(st, lambda tmp: save_file(tensors, tmp))
+    atomic_write(js, json.dumps(skeleton))
     return [st, js]
 
 
@@ -66,7 +68,7 @@ def load_state(directory: Path, name: str) -> dict:
     st, js = directory / f"{name}.safetensors", directory / f"{name}.json"
     try:
         tensors = load_file(str(st))
-        skeleton = json.loads(js.read_text())
+        skeleton = json.loads(read_limited(js, 2**26, "training state file"))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{directory}: incomplete checkpoint, {Path(e.filename).name} is missing") from None
     except Exception as e:
