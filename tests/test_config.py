@@ -161,11 +161,11 @@ def test_mel_errors_name_the_full_key(override, key):
     assert key in str(err.value)
 
 
-@pytest.mark.parametrize("overrides", [["model.backbone.kernel_size=-1"],
-                                       ["model.mel.n_mels=0", "discriminator.bands=0"],
-                                       ["optim.lr=.inf"]])
-def test_out_of_range_sizes_not_checked(overrides):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("overrides, key", [(["model.backbone.kernel_size=-1"], "model.backbone.kernel_size"),
+                                            (["model.mel.n_mels=0", "discriminator.bands=0"], "model.mel.n_mels"),
+                                            (["optim.lr=.inf"], "optim.lr")])
+def test_out_of_range_sizes_not_checked(overrides, key):
+    with pytest.raises(ConfigError, match=rf"^override '{key}=[^']*': {key}: "):
         load_config(overrides=overrides)
 
 
@@ -219,9 +219,10 @@ def test_binary_file_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("source", ["file", "override"])
 def test_non_string_keys(tmp_path, source):
-    with pytest.raises(ConfigError):
+    path = tmp_path / "keys.yaml"
+    where = re.escape(f"{path}: config") if source == "file" else "override 'model={1: 2, a: 3}': model"
+    with pytest.raises(ConfigError, match=f"^{where}: keys must be names, got 1$"):
         if source == "file":
-            path = tmp_path / "keys.yaml"
             path.write_text("1: 2\nfoo: 3\n")
             load_config(path=path)
         else:
@@ -283,9 +284,9 @@ def test_parse_overrides_basic():
         parse_overrides(["train.steps"])
 
 
-@pytest.mark.parametrize("items", [["train=1", "train.steps=2"], ["a.b=1", "a.b.c=2"]])
-def test_parse_overrides_scalar_then_nested(items):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("items, key", [(["train=1", "train.steps=2"], "train"), (["a.b=1", "a.b.c=2"], "a.b")])
+def test_parse_overrides_scalar_then_nested(items, key):
+    with pytest.raises(ConfigError, match=f"^override '{items[1]}': {key} was already set to a value$"):
         parse_overrides(items)
 
 
@@ -295,7 +296,9 @@ YAML_ESCAPES = ["2020-13-01", "!!int abc", "!!float abc", "!!bool maybe", "!!tim
 @pytest.mark.parametrize("source", ["override", "file"])
 @pytest.mark.parametrize("value", YAML_ESCAPES)
 def test_unconstructible_yaml_value(tmp_path, source, value):
-    with pytest.raises(ConfigError):
+    where = (re.escape(f"override 'train.steps={value}': cannot read the value (") if source == "override"
+             else re.escape(f"{tmp_path / 'exp.yaml'}: not valid YAML: "))
+    with pytest.raises(ConfigError, match=f"^{where}"):
         if source == "override":
             load_config(overrides=[f"train.steps={value}"])
         else:
@@ -305,7 +308,7 @@ def test_unconstructible_yaml_value(tmp_path, source, value):
 
 
 def test_override_huge_integer_for_float():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=r"^override 'optim.lr=10+': optim.lr: expected a finite number"):
         load_config(overrides=["optim.lr=1" + "0" * 400])
 
 

@@ -229,8 +229,8 @@ def test_encode_rejects_bad_input():
 
 def test_decode_rejects_out_of_range_tokens():
     model = tiny_tokenizer().eval()
-    for bad in ([0, model.codebook_size], [-1, 3]):
-        with pytest.raises(ValueError):
+    for bad, seen in (([0, model.codebook_size], f"0, {model.codebook_size}"), ([-1, 3], "-1, 3")):
+        with pytest.raises(ValueError, match=rf"token ids must be in \[0, {model.codebook_size}\), got range \[{seen}\]"):
             model.decode(torch.tensor(bad))
 
 
@@ -319,10 +319,11 @@ def test_different_weights_different_id(tmp_path):
 
 
 def test_from_pretrained_missing_directory(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'nope'}: no such checkpoint or run directory"):
         Tokenizer.from_pretrained(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"^{tmp_path / 'empty'}: not a vqkit checkpoint, no config.yaml or "
+                       "model.safetensors"):
         Tokenizer.from_pretrained(tmp_path / "empty")
 
 
@@ -356,5 +357,5 @@ def test_from_pretrained_corrupt_weights(tmp_path):
     with pytest.raises(ValueError, match="cannot read weights"):
         Tokenizer.from_pretrained(d)
     (d / WEIGHTS_NAME).write_bytes(np.random.default_rng(0).bytes(200))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"^{d / WEIGHTS_NAME}: cannot read weights, not a valid safetensors file"):
         Tokenizer.from_pretrained(d)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,8 +116,8 @@ def test_unsaved_tokenizers_cannot_vouch_for_tokens(tmp_path):
     a, b = make_tokenizer(0), make_tokenizer(1)
     assert a.tokenizer_id != b.tokenizer_id                 # identity comes from the weights themselves
     assert not torch.equal(a.decode(torch.arange(8)), b.decode(torch.arange(8)))   # really different
-    with pytest.raises(TokenFileError):
-        path = save_tokens(tmp_path / "clip.npy", a.encode(log_mel(N_MELS, 8)).numpy(), a)
+    path = save_tokens(tmp_path / "clip.npy", a.encode(log_mel(N_MELS, 8)).numpy(), a)
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: made by tokenizer {a.tokenizer_id} "):
         load_tokens(path, b)
 
 
@@ -162,9 +163,10 @@ def test_malformed_sidecar(tmp_path, saved, sidecar):
     tok, _ = saved
     path = write_with_sidecar(tmp_path / "clip.npy", tok)
     sidecar_path(path).write_text(sidecar)
-    with pytest.raises(TokenFileError):
+    named = f"^{re.escape(str(sidecar_path(path)))}: (not a valid token sidecar|unknown format)"
+    with pytest.raises(TokenFileError, match=named):
         load_tokens(path, tok)
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=named):
         load_tokens(path)
 
 
@@ -172,7 +174,7 @@ def test_sidecar_with_invalid_utf8(tmp_path, saved):
     tok, _ = saved
     path = write_with_sidecar(tmp_path / "clip.npy", tok)
     sidecar_path(path).write_bytes(b"\xff\xfe{\x00")
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(sidecar_path(path)))}: not a valid token sidecar"):
         load_tokens(path, tok)
 
 
@@ -191,7 +193,8 @@ def test_sidecar_with_invalid_utf8(tmp_path, saved):
 def test_wrong_arrays_are_refused(tmp_path, saved, array):
     tok, _ = saved
     path = write_with_sidecar(tmp_path / "clip.npy", tok, array=array)
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: (tokens must be integers|expected a non-empty "
+                       "token array|shape .* does not fit this tokenizer)"):
         load_tokens(path, tok)
 
 
@@ -215,9 +218,9 @@ def test_pickled_object_array_is_refused_without_unpickling(tmp_path, saved):
     probe.write_bytes(path.read_bytes().replace(b"UNPICKLED", b"PROBED___"))
     np.load(probe, allow_pickle=True)[0].close()
     assert (tmp_path / "PROBED___").exists()
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: not a token array"):
         load_tokens(path, tok)
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: not a token array"):
         load_tokens(path)
     assert not marker.exists()
 
@@ -233,7 +236,7 @@ def test_truncated_npy_is_refused(tmp_path, saved, cut):
     tok, _ = saved
     raw = _valid_npy_bytes(np.arange(50, dtype=np.int16))
     path = write_with_sidecar(tmp_path / "clip.npy", tok, payload=raw[:cut] if cut >= 0 else raw[:-1])
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: (not a token array|cannot read as .npy)"):
         load_tokens(path, tok)
 
 
@@ -247,7 +250,7 @@ def test_truncated_npy_is_refused(tmp_path, saved, cut):
 def test_garbage_npy_is_refused(tmp_path, saved, payload):
     tok, _ = saved
     path = write_with_sidecar(tmp_path / "clip.npy", tok, payload=payload)
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: (not a token array|cannot read as .npy)"):
         load_tokens(path, tok)
 
 
@@ -256,7 +259,7 @@ def test_npz_under_npy_name_is_refused(tmp_path, saved):
     buf = io.BytesIO()
     np.savez(buf, tokens=np.arange(5, dtype=np.int16))
     path = write_with_sidecar(tmp_path / "clip.npy", tok, payload=buf.getvalue())
-    with pytest.raises(TokenFileError):
+    with pytest.raises(TokenFileError, match=f"^{re.escape(str(path))}: not a token array \\(an .npz archive"):
         load_tokens(path, tok)
 
 
