@@ -30,6 +30,12 @@ from .backbones import build_backbone
 from .refiner import Refiner
 
 
+# Mels longer than this many frames (~95 s at 86 frames/s) are encoded and decoded window by window
+# (LONG_WINDOW frames plus the context the receptive field needs): bounded memory, identical tokens.
+LONG_FRAMES = 8192
+LONG_WINDOW = 2048
+
+
 @dataclass
 class TokenizerOutput:
     target: torch.Tensor            # normalised input (B, C, *spatial)
@@ -130,8 +136,27 @@ class Tokenizer(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Signal (C, *spatial) or batched -> integer tokens (*spatial / downsample[, c]), batched likewise."""
         xb, single = self._batched(x)
-        idx = self.quantizer(self.encoder(self.normalize(self.pad_to_multiple(xb)))).indices
+        if self._long(xb.shape[-1]):
+            enc = self.stream_encoder(LONG_WINDOW)
+            idx = torch.cat([enc.push(xb), enc.flush()], dim=1)
+        else:
+            idx = self._encode_clip(xb)
         return idx[0] if single else idx
+
+    def _encode_clip(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(self.encoder(self.normalize(self.pad_to_multiple(xb)))).indices
+
+    def _long(self, frames: int) -> bool:
+        """Mels longer than LONG_FRAMES go window by window (bounded memory, the same result), unless
+        the model looks at the whole clip (saved before the receptive field was finite)."""
+        if self.spatial_dims != 1 or frames <= LONG_FRAMES:
+            return False
+        from .time_context import UnboundedContext
+
+        try:
+            return self.time_context is not None
+        except UnboundedContext:
+            return False
 
     @property
     def token_dims(self) -> int:
@@ -146,10 +171,17 @@ class Tokenizer(nn.Module):
         if t.dim() != self.token_dims + 1 or (self.tokens_per_position > 1 and t.shape[-1] != self.tokens_per_position):
             raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit this tokenizer "
                              f"({self.token_dims} axes per example, {self.tokens_per_position} per position)")
+        if self._long(t.shape[1] * self.downsample):
+            dec = self.stream_decoder(refined, LONG_WINDOW // self.downsample)
+            y = torch.cat([dec.push(t), dec.flush()], dim=-1)
+        else:
+            y = self._decode_clip(t, refined)
+        return y[0] if single else y
+
+    def _decode_clip(self, t: torch.Tensor, refined: bool) -> torch.Tensor:
         draft, hidden = self.decoder(self.quantizer.indices_to_codes(t.to(self.norm_mean.device)))
         out = self.refiner(draft, hidden) if (refined and self.refiner is not None) else draft
-        y = self.denormalize(out)
-        return y[0] if single else y
+        return self.denormalize(out)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, refined: bool = True) -> torch.Tensor:
