@@ -16,6 +16,7 @@ on the clock, so anything else running makes the runs unequal.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -57,18 +58,25 @@ def plot(results: list[dict], path: Path) -> None:
     panels = [("refined_l1", "held-out mel L1 (refined)"), ("vocoded_pesq_wb", "PESQ-WB (vocoded)"),
               ("vocoded_stoi", "STOI (vocoded)"), ("train_usage", "codebook usage (training corpus)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    value = lambda r, key: r.get(key, r.get("draft_l1"))  # noqa: E731 (no refiner: the draft is the output)
     for ax, (key, title) in zip(axes, panels):
-        xs = [r["tokens_per_second"] for r in results]
-        ys = [r.get(key, r.get("draft_l1")) for r in results]
-        ax.plot(xs, ys, "o-")
-        for r, x, y in zip(results, xs, ys):
-            ax.annotate(f"{r['bits_per_second']:.0f} bit/s", (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+        presets = [r for r in results if not r["overrides"]]       # the presets: one line
+        variants = [r for r in results if r["overrides"]]          # level variants: markers
+        ax.plot([r["tokens_per_second"] for r in presets], [value(r, key) for r in presets], "o-", label="presets")
+        if variants:
+            ax.plot([r["tokens_per_second"] for r in variants], [value(r, key) for r in variants], "x",
+                    color="tab:red", label="variants")
+        for r in results:
+            ax.annotate(f"{r['codebook_size']} codes, {r['bits_per_second']:.0f} bit/s",
+                        (r["tokens_per_second"], value(r, key)), textcoords="offset points", xytext=(4, 3),
+                        fontsize=6)
+        xs = sorted({r["tokens_per_second"] for r in results})
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:.1f}" for x in xs])
         ax.set_xlabel("tokens per second")
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -86,7 +94,11 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=RESULTS / "token_rate.json")
     ap.add_argument("--plot", type=Path, default=RESULTS / "token_rate.png")
+    ap.add_argument("--replot", type=Path, default=None, help="only redraw the plot from this JSON report")
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads(args.replot.read_text())["results"], args.plot)
+        return
     device = setup_device(args)
     started, load_before = start_run(device)
     t0 = time.perf_counter()
@@ -99,6 +111,7 @@ def main() -> None:
         print_table(f"token rate at {args.minutes:g} min per run", HEADER, [row(r) for r in results])
     results.sort(key=lambda r: -r["tokens_per_second"])
     plot(results, args.plot)
+    print_table(f"token rate at {args.minutes:g} min per run", HEADER, [row(r) for r in results])
     write_report(args.out, "token_rate", started, device, load_before, loadavg(), time.perf_counter() - t0, args,
                  results=results)
 

@@ -77,23 +77,25 @@ def test_a_9000x9000_png_is_refused_from_its_header(image_ckpt, tmp_path, capsys
 
 
 def test_any_exception_of_one_file_is_skipped_counted_and_named(ckpt, tmp_path, capsys, monkeypatch):
-    audio_folder(tmp_path / "in", ("a.wav", "b.wav", "c.wav"))
-    real = vqkit.frontends.audio_io.load_audio
+    import vqkit.models.audio_files
 
-    def load(path, rate):
+    audio_folder(tmp_path / "in", ("a.wav", "b.wav", "c.wav"))
+    real = vqkit.models.audio_files.audio_blocks   # encode reads audio block by block
+
+    def load(path, rate, *args):
         if Path(path).name == "b.wav":
             raise MemoryError("cannot allocate 12 GB")
-        return real(path, rate)
+        return real(path, rate, *args)
 
-    monkeypatch.setattr(vqkit.frontends.audio_io, "load_audio", load)
+    monkeypatch.setattr(vqkit.models.audio_files, "audio_blocks", load)
     code, out, _ = cli(capsys, "encode", ckpt, tmp_path / "in", "-o", tmp_path / "out")
     assert code == 0 and "2 of 3 files done, 1 skipped" in out
     assert f"skipped {tmp_path / 'in' / 'b.wav'}: MemoryError: cannot allocate 12 GB" in out
 
-    def interrupt(path, rate):
+    def interrupt(path, rate, *args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(vqkit.frontends.audio_io, "load_audio", interrupt)
+    monkeypatch.setattr(vqkit.models.audio_files, "audio_blocks", interrupt)
     code, _, err = cli(capsys, "encode", ckpt, tmp_path / "in", "-o", tmp_path / "out2")
     assert code == 130 and "interrupted" in err and not (tmp_path / "out2").exists()   # Ctrl-C still stops
 

@@ -437,3 +437,12 @@ def test_load_config_junk_overrides_raise_only_config_error(items):
                 assert math.isnan(got)
             else:
                 assert got == expected, key
+
+
+def test_an_unknown_key_that_is_not_printable_stays_on_one_line():
+    """Found by the property test: a key named '\\n' made a two-line error."""
+    from vqkit.config import config_from_dict
+
+    with pytest.raises(ConfigError, match=r"^x\.yaml: '\\n': unknown key \(valid keys here: data,") as e:
+        config_from_dict({"\n": 1}, where="x.yaml")
+    assert "\n" not in str(e.value)

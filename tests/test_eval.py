@@ -54,7 +54,8 @@ def test_mel_report_page_loads_in_chromium(mel_reports, tmp_path):
     body = re.search(r"<body([^>]*)>", html).group(1)
     n_img = len(re.findall(r"<img ", html))
     assert n_img == 4   # 2 spectrogram panels, usage histogram, training curves
-    assert f'data-loaded="{n_img}/{n_img}"' in body and 'data-audio="6"' in body, body
+    # per clip: the source, the vocoded original, the reconstruction and the decoder draft
+    assert f'data-loaded="{n_img}/{n_img}"' in body and 'data-audio="8"' in body, body
 
 
 def _inception_file(path):

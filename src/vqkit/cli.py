@@ -6,7 +6,8 @@
     vqkit decode CKPT TOKENS -o OUT       (tokens.npy -> wav, or folder -> folder)
     vqkit reconstruct CKPT INPUT -o OUT   (audio -> tokens -> audio; file or folder)
     vqkit eval CKPT --data DIR --out REPORT
-    vqkit info CKPT
+    vqkit info CKPT                       (sizes, codebook, rates; mels: streaming and latency)
+    vqkit stream CKPT in.wav -o out.wav [--chunk-ms 40]   (streaming on a file: latency, speed)
     vqkit train-prior --tokenizer CKPT --tokens DIR --out RUN [--preset prior-gpt|prior-maskgit] [key=value ...]
     vqkit sample PRIOR -n 16 -o OUT       (tokens sampled from a prior, decoded to images / audio)
     vqkit visualize-prior PRIOR --tokens DIR -o OUT   (teacher-forced top-1 predictions, NLL, accuracy)
@@ -112,10 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for rFID")
     e.add_argument("--no-progress", action="store_true")
     _add_max_pixels(e)
-    i = sub.add_parser("info", help="describe a checkpoint (or list presets)")
-    i.add_argument("checkpoint", nargs="?")
-    i.add_argument("--presets", action="store_true")
+    for module in _verb_modules().values():   # verbs whose module declares its parser beside its handler
+        module.add_parser(sub)
     return parser
+
+
+def _verb_modules() -> dict:
+    from . import info_command, stream_command
+
+    return {"info": info_command, "stream": stream_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from . import commands, prior_commands
 
-        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands
+        verbs = _verb_modules().get(args.verb) or (
+            prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands)
         return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import Config, available_presets, load_config
+from .config import Config, load_config
 
 
 def log(msg: str) -> None:
@@ -130,7 +129,8 @@ def cmd_train(args) -> int:
     log(f"training {cfg.name}: {n_params / 1e6:.2f}M generator parameters, {cfg.train.steps} steps, "
         f"batch {cfg.train.batch_size} x {crop}, device {trainer.acc.device}")
     trainer.fit(resume=args.resume or False)
-    log(f"done: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
+    ended = "stopped by train.max_minutes" if trainer.stopped_early else "done"
+    log(f"{ended}: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
     return 0
 
 
@@ -199,15 +199,10 @@ def _run_files(pairs, fn, quiet: bool = False) -> int:
 
 
 def _signal_of(tok, path: Path, args) -> torch.Tensor:
-    """A file as the tokenizer's input: log-mel of an audio file, or an image in [-1, 1]."""
-    if tok.modality == "image":
-        from .frontends.image import load_image
+    """An image file as the tokenizer's input, in [-1, 1] (audio files are streamed: models/audio_files.py)."""
+    from .frontends.image import load_image
 
-        return load_image(path, channels=tok.config.model.image.channels, max_pixels=args.max_pixels)
-    from .frontends.audio_io import load_audio
-
-    audio = load_audio(path, tok.config.model.mel.sample_rate)
-    return tok.frontend(torch.from_numpy(audio))
+    return load_image(path, channels=tok.config.model.image.channels, max_pixels=args.max_pixels)
 
 
 def _suffixes(tok) -> tuple[tuple[str, ...], str]:
@@ -227,7 +222,12 @@ def cmd_encode(args) -> int:
     tok = _load_tokenizer(args.checkpoint)
 
     def one(src: Path, dst: Path) -> str:
-        tokens = tok.encode(_signal_of(tok, src, args)).cpu().numpy()
+        if tok.modality == "mel":   # read block by block: any length in bounded memory
+            from .models.audio_files import encode_file
+
+            tokens = encode_file(tok, src).cpu().numpy()
+        else:
+            tokens = tok.encode(_signal_of(tok, src, args)).cpu().numpy()
         path = save_tokens(dst, tokens, tok, extra={"source": src.name})
         if tok.modality == "image":
             return f"{src} -> {path} (token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits)"
@@ -236,7 +236,10 @@ def cmd_encode(args) -> int:
     return _run_files(_pairs(Path(args.input), Path(args.output), _suffixes(tok)[0], ".npy"), one, args.quiet)
 
 
-def _writer(tok, args):
+def _outputs(tok, args):
+    """(decode(tokens, dst), reconstruct(src, dst)) writing the modality's output files. Audio goes
+    through the streams (any length, bounded memory) and the vocoder, one atomic write per file."""
+    refined = not args.draft
     if tok.modality == "image":
         from .frontends.image import save_image
 
@@ -244,37 +247,38 @@ def _writer(tok, args):
             save_image(dst, img.clamp(-1, 1).cpu())
             return str(dst)
 
-        return write_image
-    from .frontends.audio_io import save_wav
+        return (lambda t, dst: write_image(tok.decode(t, refined=refined), dst),
+                lambda src, dst: write_image(tok.reconstruct(_signal_of(tok, src, args), refined=refined), dst))
+    from .models.audio_files import decode_to_wav, reconstruct_file
     from .vocoders import vocoder_for
 
     vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
+    mel_file = (lambda dst: dst.with_suffix(".mel.npy")) if args.save_mel else (lambda dst: None)
 
-    def write(mel: torch.Tensor, dst: Path) -> str:
-        if args.save_mel:
-            from .io.files import atomic_write
-
-            atomic_write(dst.with_suffix(".mel.npy"), lambda tmp: np.save(tmp, mel.cpu().numpy()))
-        save_wav(dst, vocoder(mel).cpu().numpy(), vocoder.sample_rate)
+    def decode(t: torch.Tensor, dst: Path) -> str:
+        decode_to_wav(tok, t, vocoder, dst, refined, mel_file(dst))
         return f"{dst} ({vocoder.name})"
 
-    return write
+    def reconstruct(src: Path, dst: Path) -> str:
+        reconstruct_file(tok, src, dst, vocoder, refined, mel_file(dst))
+        return f"{dst} ({vocoder.name})"
+
+    return decode, reconstruct
 
 
 def cmd_decode(args) -> int:
     from .tokens_io import load_tokens
 
     tok = _load_tokenizer(args.checkpoint)
-    write = _writer(tok, args)
+    decode = _outputs(tok, args)[0]
 
     def one(src: Path, dst: Path) -> str:
         tokens, _ = load_tokens(src, tok)
         rows = torch.from_numpy(tokens.astype(np.int64))
         if rows.dim() == tok.token_dims:
-            return f"{src} -> " + write(tok.decode(rows, refined=not args.draft), dst)
+            return f"{src} -> " + decode(rows, dst)
         # a file of several examples (e.g. (2, 86) mel tokens): one output per row, name_0, name_1, ...
-        outs = [write(tok.decode(row, refined=not args.draft), dst.with_name(f"{dst.stem}_{i}{dst.suffix}"))
-                for i, row in enumerate(rows)]
+        outs = [decode(row, dst.with_name(f"{dst.stem}_{i}{dst.suffix}")) for i, row in enumerate(rows)]
         return f"{src} -> " + ", ".join(outs)
 
     ins, out = (".npy",), _suffixes(tok)[1]
@@ -283,10 +287,10 @@ def cmd_decode(args) -> int:
 
 def cmd_reconstruct(args) -> int:
     tok = _load_tokenizer(args.checkpoint)
-    write = _writer(tok, args)
+    reconstruct = _outputs(tok, args)[1]
 
     def one(src: Path, dst: Path) -> str:
-        return f"{src} -> " + write(tok.reconstruct(_signal_of(tok, src, args), refined=not args.draft), dst)
+        return f"{src} -> " + reconstruct(src, dst)
 
     ins, out = _suffixes(tok)
     return _run_files(_pairs(Path(args.input), Path(args.output), ins, out, tok.modality == "mel"), one, args.quiet)
@@ -328,56 +332,11 @@ def cmd_eval(args) -> int:
     m = record["metrics"]
     keys = (("draft_psnr", "draft_ssim", "refined_psnr", "refined_ssim", "lpips", "rfid") if tok.modality == "image"
             else ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_mr_stft", "vocoded_si_sdr",
-                  "vocoded_pesq_wb", "vocoded_stoi", "tokens_per_second", "bits_per_second"))
+                  "vocoded_pesq_wb", "vocoded_stoi", "draft_vocoded_pesq_wb", "draft_vocoded_stoi",
+                  "draft_gv_ratio", "refined_gv_ratio", "draft_flux_ratio", "refined_flux_ratio",
+                  "draft_ms_distance_db", "refined_ms_distance_db", "tokens_per_second", "bits_per_second"))
     keys += ("codebook_usage", "perplexity") + (("token_grid", "bits_per_image") if tok.modality == "image" else ())
     log(json.dumps({k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if k in m}, indent=1))
     log(f"report written to {out} (index.html, metrics.json; {record['data']['files']} files"
         + (f", {sum(record['data']['skipped'].values())} skipped" if record["data"]["skipped"] else "") + ")")
     return 0
-
-
-def cmd_info(args) -> int:
-    if args.presets or not args.checkpoint:
-        log("presets: " + ", ".join(available_presets()))
-        log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
-        return 0
-    from .io.weights import resolve_checkpoint_dir
-
-    tok = _load_tokenizer(args.checkpoint)
-    cfg = tok.config
-    m = cfg.model
-    n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
-    state = resolve_checkpoint_dir(args.checkpoint) / "train_state.json"
-    q = m.quantizer
-    info = {
-        "checkpoint": str(resolve_checkpoint_dir(args.checkpoint)),
-        "name": cfg.name, "modality": m.modality, "tokenizer_id": tok.tokenizer_id,
-        "parameters": {"total": n(tok), "encoder": n(tok.encoder), "decoder": n(tok.decoder),
-                       "refiner": n(tok.refiner)},
-        "backbone": f"{m.backbone.kind} {m.backbone.channels}, downsample {m.backbone.downsample}",
-        "quantizer": (f"fsq levels {q.levels} = {tok.codebook_size} codes" if q.kind == "fsq" else
-                      f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
-                      f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
-        "refiner": m.refiner.mode if m.refiner.enabled else "off",
-        "trained_steps": _trained_steps(state),
-    }
-    if m.modality == "mel":
-        info["mel"] = (f"{m.mel.sample_rate} Hz, n_fft {m.mel.n_fft}, hop {m.mel.hop_length}, {m.mel.n_mels} mels, "
-                       f"fmax {m.mel.fmax}, {m.mel.mel_scale}")
-        info.update(tokens_per_second=round(tok.tokens_per_second, 2), bits_per_second=round(tok.bits_per_second, 1))
-    else:
-        grid = tok.token_grid(256, 256)
-        info.update(token_grid_256px=list(grid), bits_per_256px_image=round(math.prod(grid) * tok.bits_per_token))
-    log(json.dumps(info, indent=1))
-    return 0
-
-
-def _trained_steps(state_json: Path) -> int | None:
-    from .io.files import read_limited
-
-    if not state_json.is_file():
-        return None
-    for key, value in json.loads(read_limited(state_json, 2**26, "training state file")).get("__dict__", []):
-        if key == ["str", "step"]:
-            return value
-    return None

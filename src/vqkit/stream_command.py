@@ -78,9 +78,10 @@ def cmd_stream(args) -> int:
     tok = _load_tokenizer(args.checkpoint)
     if args.chunk_ms <= 0:
         raise ValueError(f"--chunk-ms must be > 0, got {args.chunk_ms}")
+    from .io.paths import refuse_overwriting_inputs
+
     src, dst = Path(args.input), Path(args.output)
-    if dst.resolve() == src.resolve():
-        raise ValueError(f"{dst}: the output would overwrite the input; choose another -o")
+    refuse_overwriting_inputs(src, [(src, dst)], dst)
     r = stream_file(tok, src, args.chunk_ms, refined=not args.draft)
     vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
     t0 = time.perf_counter()

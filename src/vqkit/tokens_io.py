@@ -3,6 +3,7 @@ tokenizer made them, so tokens are never decoded by a tokenizer they do not belo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,15 @@ def tokenizer_meta(tokenizer) -> dict:
     meta = {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
             "modality": tokenizer.modality, "codebook_size": tokenizer.codebook_size,
             "channels_per_position": tokenizer.tokens_per_position}
+    meta["bits_per_token"] = math.log2(tokenizer.codebook_size)
     if tokenizer.modality == "mel":
-        meta["tokens_per_second"] = tokenizer.tokens_per_second
+        meta.update(tokens_per_second=tokenizer.tokens_per_second,
+                    bits_per_second=tokenizer.tokens_per_second * meta["bits_per_token"])
+        if hasattr(tokenizer, "time_context"):   # the streaming facts, measured on the model
+            from .models.time_context import time_facts
+
+            facts = time_facts(tokenizer)
+            meta.update(causal=facts["causal"], latency_ms=facts.get("latency_ms"))
     return meta
 
 

@@ -35,7 +35,8 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
         prefix = where + "." if where else ""
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f"did you mean {prefix}{close[0]}? " if close else ""
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key ({hint}valid keys here: {', '.join(sorted(names))})")
+        name = unknown[0] if unknown[0].isprintable() and unknown[0].strip() else repr(unknown[0])   # "\n" stays one line
+        raise ConfigError(f"{prefix}{name}: unknown key ({hint}valid keys here: {', '.join(sorted(names))})")
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 

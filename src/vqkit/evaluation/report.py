@@ -6,7 +6,8 @@
                         curves, and per example pictures (and, for audio, players)
     usage.png, curves.png
     mels:   clipNN.png (original / draft / refined), clipNN_original.wav (the source audio),
-            clipNN_vocoded.wav (original mel through the vocoder: the ceiling), clipNN_reconstruction.wav
+            clipNN_vocoded.wav (original mel through the vocoder: the ceiling), clipNN_reconstruction.wav,
+            clipNN_draft.wav (the decoder draft, with a refiner); long files scored in segments
     images: reconstructions.png (originals / drafts / refined rows), exampleNN.png
 
 Files are read one at a time: memory stays bounded whatever the folder size. Nothing here is
@@ -18,7 +19,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
@@ -39,19 +40,20 @@ def _files(tok, folder: Path) -> list[Path]:
     return find_audio_files(folder)
 
 
-def _loader(tok, max_pixels: int | None) -> Callable[[Path], tuple[object, str | None, str]]:
-    """path -> (item or None, skip reason, detail): the same checks as training data."""
+def _loader(tok, max_pixels: int | None) -> Callable[[Path], tuple[Iterator | None, str | None, str]]:
+    """path -> (iterator of (label, item) to score, or None; skip reason; detail): the same checks
+    as training data. An image is one item; a long audio file is scored in segments (mel_report)."""
     cfg = tok.config
     if tok.modality == "image":
         from ..data.image_corpus import load_one_image
 
-        return lambda p: load_one_image(p, cfg.model.image.channels, 8, max_pixels)
-    from ..data.audio_corpus import load_one_clip
+        def load_image(p: Path):
+            item, reason, detail = load_one_image(p, cfg.model.image.channels, 8, max_pixels)
+            return (iter([("", item)]) if item is not None else None), reason, detail
+        return load_image
+    from .mel_report import mel_pieces
 
-    def load(p: Path):
-        r = load_one_clip(p, tok.frontend, cfg.data.min_seconds, cfg.data.max_seconds)
-        return (r.clip, r.reason, r.detail)
-    return load
+    return lambda p: mel_pieces(tok, p)
 
 
 def _run_dir(checkpoint: Path) -> Path | None:
@@ -99,22 +101,24 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
             writer = _ImageExamples(out_dir)
         else:
             from .mel_eval import MelAccumulator
+            from .mel_report import MelExamples
 
             acc = MelAccumulator(tok)
-            writer = _MelExamples(out_dir, tok, vocoder, max_vocoded)
-        used, skipped = [], {}
+            writer = MelExamples(out_dir, tok, vocoder, max_vocoded)
+        used, skipped, scored = [], {}, 0
         for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
-            item, reason, detail = load(path)
+            pieces, reason, detail = load(path)
             rel = path.relative_to(folder).as_posix()
             try:
-                if item is not None:
-                    example = acc.add(item.mel if hasattr(item, "mel") else item)
-                    writer.add(len(used), rel, path, example, keep=len(used) < n_examples)
+                for label, x in pieces or ():
+                    example = acc.add(x)
+                    writer.add(scored, rel + label, path, example, keep=scored < n_examples, whole=not label)
+                    scored += 1
             except WriteError:   # the report folder, not this file: every file would fail
                 raise
             except Exception as e:   # this file only (e.g. MemoryError on a huge one): skip, count and name it
-                item, reason, detail = None, "failed", f"{path}: {type(e).__name__}: {e}"
-            if item is None:
+                pieces, reason, detail = None, "failed", f"{path}: {type(e).__name__}: {e}"
+            if pieces is None:
                 skipped[reason] = skipped.get(reason, 0) + 1
                 log(f"skipping ({reason}) {detail}")
                 continue
@@ -153,56 +157,6 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
         return record
 
 
-class _MelExamples:
-    """Writes pictures and audio for the first examples; computes audio metrics on vocoded pairs."""
-
-    def __init__(self, out_dir: Path, tok, vocoder, max_vocoded: int | None):
-        self.out_dir, self.tok, self.vocoder, self.max_vocoded = out_dir, tok, vocoder, max_vocoded
-        self.examples: list[dict] = []
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.unavailable: dict[str, str] = {}
-
-    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool) -> None:
-        from ..frontends.audio_io import load_audio, save_wav
-        from .plots import save_spectrograms
-
-        final = "refined" if "refined" in ex else "draft"
-        vocode = self.vocoder is not None and (self.max_vocoded is None or i < self.max_vocoded)
-        if vocode:
-            from .audio_metrics import audio_pair_metrics
-
-            ref = self.vocoder(torch.from_numpy(ex["original"])).numpy()
-            est = self.vocoder(torch.from_numpy(ex[final])).numpy()
-            for k, v in audio_pair_metrics(est, ref, self.vocoder.sample_rate).items():
-                if isinstance(v, (int, float)) and v is not None:
-                    self.sums[k] = self.sums.get(k, 0.0) + float(v)
-                    self.counts[k] = self.counts.get(k, 0) + 1
-                elif isinstance(v, str):
-                    self.unavailable[k] = v
-        if not keep:
-            return
-        stem = f"clip{i:02d}"
-        save_spectrograms(self.out_dir / f"{stem}.png", ex, title=rel)
-        sr = self.tok.config.model.mel.sample_rate
-        save_wav(self.out_dir / f"{stem}_original.wav", load_audio(path, sr), sr)
-        audio = []
-        if vocode:
-            save_wav(self.out_dir / f"{stem}_vocoded.wav", ref, self.vocoder.sample_rate)
-            save_wav(self.out_dir / f"{stem}_reconstruction.wav", est, self.vocoder.sample_rate)
-            audio = [{"src": f"{stem}_vocoded.wav", "label": "original mel, vocoded"},
-                     {"src": f"{stem}_reconstruction.wav", "label": "reconstruction"}]
-        self.examples.append({"title": rel, "images": [{"src": f"{stem}.png", "caption": "original / draft / refined"}],
-                              "audio": [{"src": f"{stem}_original.wav", "label": "original"}, *audio]})
-
-    def result(self) -> dict:
-        out = {f"vocoded_{k}": v / self.counts[k] for k, v in self.sums.items()}
-        out.update({f"vocoded_{k}": v for k, v in self.unavailable.items()})
-        if self.counts:
-            out["vocoded_clips"] = max(self.counts.values())
-        return out
-
-
 class _ImageExamples:
     """Keeps the first examples for one grid picture, and writes each as its own PNG too."""
 
@@ -211,7 +165,7 @@ class _ImageExamples:
         self.kept: list[dict] = []
         self.examples: list[dict] = []
 
-    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool) -> None:
+    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool, whole: bool = True) -> None:
         if not keep:
             return
         from ..frontends.image import save_grid

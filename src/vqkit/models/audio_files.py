@@ -40,11 +40,16 @@ def mel_of_file(tok, path: str | Path, block_seconds: float = 20.0) -> Iterator[
 @torch.no_grad()
 def encode_file(tok, path: str | Path) -> torch.Tensor:
     """Tokens of an audio file: (T',) or (T', c)."""
+    if not tok.bounded:   # a model that looks at the whole clip: one pass
+        return tok.encode(torch.cat(list(mel_of_file(tok, path)), -1))
     enc = tok.stream_encoder(LONG_WINDOW)
     return torch.cat([enc.push(m) for m in mel_of_file(tok, path)] + [enc.flush()], dim=0)
 
 
 def _frames(tok, tokens: torch.Tensor, refined: bool) -> Iterator[torch.Tensor]:
+    if not tok.bounded:   # a model that looks at the whole clip: one pass
+        yield tok.decode(tokens, refined)
+        return
     dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample))
     for i in range(0, tokens.shape[0], DECODE_CHUNK):
         yield dec.push(tokens[i: i + DECODE_CHUNK])
@@ -91,6 +96,9 @@ def decode_to_wav(tok, tokens: torch.Tensor, vocoder, dst: str | Path, refined: 
 def reconstruct_file(tok, src: str | Path, dst: str | Path, vocoder, refined: bool = True,
                      save_mel: Path | None = None) -> float:
     """Audio file -> tokens -> audio file, streamed end to end; the output has the input's frames."""
+    if not tok.bounded:   # a model that looks at the whole clip: one pass
+        mel = torch.cat(list(mel_of_file(tok, src)), -1)
+        return write_wav(dst, iter([tok.reconstruct(mel, refined)]), vocoder, save_mel)
     enc = tok.stream_encoder(LONG_WINDOW)
     dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample))
 

@@ -3,9 +3,9 @@
 Every stream has the same two calls: `push(x)` returns what the input so far determines, `flush()`
 ends the input and returns the rest. Memory stays bounded whatever the total length.
 
-- Causal models (`model.causal: true`) stream for real: StreamingEncoder emits token j as soon as
-  its last mel frame has arrived, StreamingDecoder emits a token's frames as soon as the token has
-  arrived (every layer keeps the past it needs, nn/streaming.py).
+- Causal models (`model.causal: true`) stream for real: EncoderStream emits token j as soon as its
+  last mel frame has arrived, DecoderStream emits a token's frames as soon as the token has arrived
+  (every layer keeps the past it needs, nn/streaming.py).
 - Other models run window by window (nn/streaming.py's WindowedRunner): each window gets the
   context its outputs depend on (the receptive field measured by models/time_context.py), so the
   output does not depend on the window size. Their latency is a window plus the future context.
@@ -37,8 +37,7 @@ class EncoderStream:
 
     @torch.no_grad()
     def push(self, mel: torch.Tensor) -> torch.Tensor:
-        if self.done:
-            raise RuntimeError("this stream was flushed; start a new one")
+        _check_open(self)
         xb, single = self.tok._batched(mel, allow_empty=True)
         self.frames += xb.shape[-1]
         self.form = (single, xb.shape[0])
@@ -47,6 +46,7 @@ class EncoderStream:
 
     def flush(self) -> torch.Tensor:
         """The remaining tokens; the last one is completed with silence, as whole-clip encoding does."""
+        _check_open(self)
         single, batch = self.form
         if self.causal:
             pad = (-self.frames) % self.tok.downsample
@@ -92,8 +92,7 @@ class DecoderStream:
 
     @torch.no_grad()
     def push(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.done:
-            raise RuntimeError("this stream was flushed; start a new one")
+        _check_open(self)
         tok = self.tok
         single = tokens.dim() == tok.token_dims
         t = (tokens.unsqueeze(0) if single else tokens).long()
@@ -106,6 +105,7 @@ class DecoderStream:
 
     def flush(self) -> torch.Tensor:
         """The remaining frames (a causal decoder has none: every frame left with its token)."""
+        _check_open(self)
         single, batch = self.form
         out = self._join([] if self.causal else self.runner.flush(), batch)
         out = out[0] if single else out
@@ -121,6 +121,11 @@ class DecoderStream:
 
     def _join(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
         return torch.cat(parts, -1) if parts else torch.zeros(batch, self.tok.norm_mean.numel(), 0)
+
+
+def _check_open(stream) -> None:
+    if stream.done:
+        raise RuntimeError("this stream was flushed; start a new one")
 
 
 def _time_last(tok, tokens: torch.Tensor) -> torch.Tensor:

@@ -103,3 +103,22 @@ def probe_time_context(tokenizer) -> TimeContext:
         past, future = max(past, t // d - a), max(future, b - t // d)
     return TimeContext(downsample=d, align=align, encoder_past=d * j - lo, encoder_future=hi - (d * j + d - 1),
                        decoder_past=past, decoder_future=future)
+
+
+def time_facts(tok) -> dict:
+    """Streaming and latency facts of a mel tokenizer, measured on the model (models/time_context.py)."""
+    try:
+        ctx = tok.time_context
+    except UnboundedContext:
+        return {"causal": False, "streaming": "none: the model looks at the whole clip (saved before vqkit 0.2); "
+                                              "long files go in one pass"}
+    hop_ms = 1000 * tok.config.model.mel.hop_length / tok.config.model.mel.sample_rate
+    facts = {"causal": ctx.causal,
+             "streaming": "chunk by chunk" if tok.config.model.causal else "window by window",
+             "latency_ms": round(tok.latency_ms, 1), "lookahead_frames": ctx.lookahead_frames,
+             "receptive_field_ms": {"encoder": [round(ctx.encoder_past * hop_ms), round(ctx.encoder_future * hop_ms)],
+                                    "decoder": [round(ctx.decoder_past * ctx.downsample * hop_ms),
+                                                round(ctx.decoder_future * ctx.downsample * hop_ms)]}}
+    if not tok.config.model.causal:
+        facts["latency_note"] = "algorithmic, with the future context; streaming window by window adds a window"
+    return facts

@@ -148,9 +148,13 @@ class Tokenizer(nn.Module):
 
     def _long(self, frames: int) -> bool:
         """Mels longer than LONG_FRAMES go window by window (bounded memory, the same result), unless
-        the model looks at the whole clip (saved before the receptive field was finite)."""
-        if self.spatial_dims != 1 or frames <= LONG_FRAMES:
-            return False
+        the model looks at the whole clip."""
+        return self.spatial_dims == 1 and frames > LONG_FRAMES and self.bounded
+
+    @property
+    def bounded(self) -> bool:
+        """A finite receptive field (it streams, windows give whole-clip results). False for mel models
+        saved before vqkit 0.2, whose channel attention and refiner statistics span the whole clip."""
         from .time_context import UnboundedContext
 
         try:

@@ -1,0 +1,65 @@
+"""`vqkit info CKPT`: what a checkpoint is (sizes, codebook, rates, streaming and latency), or
+`vqkit info --presets`: the presets."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint (or list presets)")
+    p.add_argument("checkpoint", nargs="?")
+    p.add_argument("--presets", action="store_true")
+
+
+def cmd_info(args) -> int:
+    from .commands import _load_tokenizer, log
+    from .config import available_presets
+    from .io.weights import resolve_checkpoint_dir
+    from .models.time_context import time_facts
+
+    if args.presets or not args.checkpoint:
+        log("presets: " + ", ".join(available_presets()))
+        log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
+        return 0
+    tok = _load_tokenizer(args.checkpoint)
+    cfg = tok.config
+    m = cfg.model
+    n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
+    ckpt = resolve_checkpoint_dir(args.checkpoint)
+    q = m.quantizer
+    info = {
+        "checkpoint": str(ckpt),
+        "name": cfg.name, "modality": m.modality, "tokenizer_id": tok.tokenizer_id,
+        "parameters": {"total": n(tok), "encoder": n(tok.encoder), "decoder": n(tok.decoder),
+                       "refiner": n(tok.refiner)},
+        "backbone": f"{m.backbone.kind} {m.backbone.channels}, downsample {m.backbone.downsample}",
+        "quantizer": (f"fsq levels {q.levels} = {tok.codebook_size} codes" if q.kind == "fsq" else
+                      f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
+                      f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
+        "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),
+        "refiner": m.refiner.mode if m.refiner.enabled else "off",
+        "trained_steps": _trained_steps(ckpt / "train_state.json"),
+    }
+    if m.modality == "mel":
+        info["mel"] = (f"{m.mel.sample_rate} Hz, n_fft {m.mel.n_fft}, hop {m.mel.hop_length}, {m.mel.n_mels} mels, "
+                       f"fmax {m.mel.fmax}, {m.mel.mel_scale}")
+        info.update(tokens_per_second=round(tok.tokens_per_second, 2), bits_per_second=round(tok.bits_per_second, 1),
+                    **time_facts(tok))
+    else:
+        grid = tok.token_grid(256, 256)
+        info.update(token_grid_256px=list(grid), bits_per_256px_image=round(math.prod(grid) * tok.bits_per_token))
+    log(json.dumps(info, indent=1))
+    return 0
+
+
+def _trained_steps(state_json: Path) -> int | None:
+    from .io.files import read_limited
+
+    if not state_json.is_file():
+        return None
+    for key, value in json.loads(read_limited(state_json, 2**26, "training state file")).get("__dict__", []):
+        if key == ["str", "step"]:
+            return value
+    return None
