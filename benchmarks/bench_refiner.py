@@ -71,6 +71,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="default: results/refiner_<set>.json")
+    ap.add_argument("--reuse", action="store_true", help="collect runs that already finished instead of retraining")
     args = ap.parse_args()
     device = setup_device(args)
     started, load_before = start_run(device)
@@ -79,7 +80,8 @@ def main() -> None:
     results = []
     for run in todo:
         print(f"[{time.strftime('%H:%M:%S')}] {run.name}: {run.preset} {' '.join(run.overrides)}", flush=True)
-        results.append(train_and_score(run, args.minutes, args.corpus, args.runs, args.threads))
+        results.append(train_and_score(run, args.minutes, args.corpus, args.runs, args.threads,
+                                       reuse=args.reuse))
         print_table(f"refiner at {args.minutes:g} min per run (held-out)", HEADER, [row(r) for r in results])
     write_report(args.out or RESULTS / f"refiner_{args.set}.json", "refiner", started, device, load_before, loadavg(),
                  time.perf_counter() - t0, args, results=results)

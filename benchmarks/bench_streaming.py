@@ -6,9 +6,9 @@ peak memory of encoding a one-hour file.
    non-causal preset (window by window). Reports x real time (audio seconds per wall second), the
    compute time per chunk (median and 95th percentile) and the model's algorithmic latency. The
    vocoder is not part of the tokenizer and not timed here (bench_mel_tokenizer.py times it).
-2. One hour: writes a one-hour WAV (the demo corpus' clips repeated) and runs
-   `vqkit encode CKPT hour.wav` and `vqkit reconstruct --vocoder griffin-lim`-free `decode` in a
-   child process; reports its peak RSS (ru_maxrss of the child) and wall time.
+2. One hour: writes a one-hour WAV (the demo corpus' clips repeated), then runs
+   `vqkit encode CKPT hour.wav -o hour.npy` and `vqkit decode CKPT hour.npy --vocoder griffin-lim`,
+   each in its own child process; reports each one's peak RSS and wall time.
 
     python benchmarks/bench_streaming.py                   # random weights: speed only
     python benchmarks/bench_streaming.py --checkpoint RUN  # a trained causal run
@@ -18,7 +18,6 @@ The weights do not change the speed; they are random unless --checkpoint is give
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,14 +91,19 @@ def hour_file(path: Path, seconds: float, sr: int, corpus: Path) -> None:
             written += n
 
 
+# A fresh Python runs the command and prints its one child's peak RSS (ru_maxrss of RUSAGE_CHILDREN
+# is a maximum over every child ever waited for, so measuring from this process would mix verbs).
+_PEAK = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+         "print('PEAK_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)")
+
+
 def child_peak(cmd: list[str]) -> dict:
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _PEAK, *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peak = [line.split()[1] for line in done.stdout.splitlines() if line.startswith("PEAK_KB ")]
     return {"cmd": " ".join(cmd[2:]), "returncode": done.returncode, "wall_s": wall,
-            "peak_rss_mb": peak / 1024 if peak > before else None, "output": (done.stdout + done.stderr)[-400:]}
+            "peak_rss_mb": int(peak[-1]) / 1024 if peak else None, "output": (done.stdout + done.stderr)[-400:]}
 
 
 def main() -> None:
@@ -108,7 +112,8 @@ def main() -> None:
     ap.add_argument("--compare-preset", default="mqgan-refiner-21", help="a non-causal preset, window by window")
     ap.add_argument("--checkpoint", default=None, help="a trained run of --preset (default: random weights)")
     ap.add_argument("--seconds", type=float, default=60.0, help="audio streamed per measurement")
-    ap.add_argument("--chunk-ms", type=float, nargs="*", default=[10, 40, 80, 200])
+    ap.add_argument("--chunk-ms", type=float, nargs="*", default=[20, 46.4, 92.9, 185.8, 500],
+                    help="chunk sizes (46.4 ms = one token at 21.5 tokens/s)")
     ap.add_argument("--hour-seconds", type=float, default=3600.0, help="length of the long-file test (0 = skip)")
     ap.add_argument("--corpus", type=Path, default=Path("data/demo-speech/train"))
     ap.add_argument("--threads", type=int, default=None)

@@ -71,10 +71,18 @@ def _corpus_usage(token_dir: Path) -> dict:
             "train_perplexity": float(np.exp(-(p * np.log(p)).sum()))}
 
 
+def finished(run_dir: Path) -> bool:
+    """A run trained, evaluated and encoded to the end (what `reuse` may collect without retraining)."""
+    return (run_dir / "report" / "metrics.json").is_file() and (run_dir / "train-tokens").is_dir()
+
+
 def train_and_score(run: BudgetRun, minutes: float, corpus: Path, out_root: Path, threads: int | None,
-                    examples: int = 2) -> dict:
-    """Train `run` for `minutes` on corpus/train, evaluate on corpus/heldout; returns every number."""
+                    examples: int = 2, reuse: bool = False) -> dict:
+    """Train `run` for `minutes` on corpus/train, evaluate on corpus/heldout; returns every number.
+    With `reuse`, a run folder that already finished is scored again as it stands (wall times unknown)."""
     run_dir = out_root / run.name
+    if reuse and finished(run_dir):
+        return collect(run, run_dir, minutes, None, None)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -86,6 +94,10 @@ def train_and_score(run: BudgetRun, minutes: float, corpus: Path, out_root: Path
                    str(run_dir / "report"), "--examples", str(examples), "--no-progress"], log, threads)
     _run([*VQKIT, "encode", str(run_dir), str(corpus / "train"), "-o", str(run_dir / "train-tokens"), "--quiet"],
          log, threads)
+    return collect(run, run_dir, minutes, train_s, eval_s)
+
+
+def collect(run: BudgetRun, run_dir: Path, minutes: float, train_s: float | None, eval_s: float | None) -> dict:
     record = json.loads((run_dir / "report" / "metrics.json").read_text())
     info = subprocess.run([*VQKIT, "info", str(run_dir)], capture_output=True, text=True, check=True).stdout
     m = record["metrics"]

@@ -208,3 +208,11 @@ def test_usage_stats_mask_excludes_padding():
     u, pp = _expected_stats([0, 0, 1, 2, 2, 2], 6)
     assert out.stats["usage"].item() == pytest.approx(u)
     assert out.stats["perplexity"].item() == pytest.approx(pp, rel=1e-6)
+
+
+@pytest.mark.parametrize("levels", [[8, 5, 5, 5], [8, 8, 8, 5, 5, 5], [7, 6]])
+def test_indices_only_path_equals_forward(levels):
+    """quantizer.indices (inference: no statistics) gives exactly forward's codes."""
+    q = FSQ(levels)
+    z = torch.randn(3, len(levels), 50, generator=torch.Generator().manual_seed(4)) * 3
+    assert torch.equal(q.indices(z), q(z).indices)

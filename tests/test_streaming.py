@@ -86,6 +86,28 @@ def test_causal_stream_batched_and_independent():
         ea.push(a[..., :4])
 
 
+def test_a_stream_runs_its_own_copy_with_weight_norm_folded():
+    """Streams fold weight norm into plain weights on their own copy: same values, the original
+    model untouched (removing a parametrization in place would break the shared generated class),
+    and training the original later does not change a running stream."""
+    from vqkit.models.streaming import inference_copy
+
+    tok = tokenizer(model__causal=True, model__backbone__downsample=2)
+    x = mel(60, seed=3)
+    tokens, frames = tok.encode(x), tok.decode(tok.encode(x))
+    copied = inference_copy(tok)
+    folded = [m for m in copied.modules() if hasattr(m, "parametrizations")]
+    assert not folded and any(hasattr(m, "parametrizations") for m in tok.modules())
+    assert torch.equal(copied.encode(x), tokens) and torch.equal(copied.decode(tokens), frames)
+    assert torch.equal(tok.encode(x), tokens) and torch.equal(tok.decode(tokens), frames)   # original intact
+    enc = tok.stream_encoder()
+    first = enc.push(x[..., :30])
+    with torch.no_grad():
+        for p in tok.encoder.parameters():
+            p.add_(1.0)
+    assert torch.equal(torch.cat([first, enc.push(x[..., 30:]), enc.flush()], -1), tokens)
+
+
 def test_one_stream_at_a_time_per_state():
     tok = tokenizer(model__causal=True)
     s1, s2 = StreamStates(tok.encoder), StreamStates(tok.encoder)

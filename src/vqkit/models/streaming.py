@@ -12,18 +12,38 @@ ends the input and returns the rest. Memory stays bounded whatever the total len
 """
 from __future__ import annotations
 
+import copy
 import math
 from fractions import Fraction
 
 import torch
+from torch.nn.utils import parametrize
 
 from ..nn.streaming import StreamStates, WindowedRunner
+
+
+def inference_copy(tokenizer):
+    """The model one stream runs: its own copy (so streams of one tokenizer run side by side and
+    later training does not change a running stream), in eval mode, with weight norm folded into
+    plain weights once instead of recomputed for every chunk (the same arithmetic, the same values)."""
+    model = copy.deepcopy(tokenizer).eval().requires_grad_(False)
+    for m in list(model.modules()):
+        if parametrize.is_parametrized(m):
+            # not parametrize.remove_parametrizations: it deletes the property from the generated
+            # class, which the copy shares with the original model (and would break it)
+            values = {name: getattr(m, name).detach().clone() for name in m.parametrizations}
+            del m._modules["parametrizations"]
+            m.__class__ = m.__class__.__bases__[0]
+            for name, value in values.items():
+                m.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
+    return model
 
 
 class EncoderStream:
     """Log-mel frames in (natural units, (n_mels, t) or (B, n_mels, t)), tokens out."""
 
     def __init__(self, tokenizer, window_frames: int = 1024):
+        tokenizer = inference_copy(tokenizer)
         self.tok, self.frames, self.done = tokenizer, 0, False
         self.form = (True, 1)   # (unbatched, batch size) of the pushes: flush answers alike
         self.causal = tokenizer.config.model.causal
@@ -62,7 +82,7 @@ class EncoderStream:
             return self._join([], xb.shape[0])
         with self.states.active():
             z = self.tok.encoder(self.tok.normalize(xb.to(self.tok.norm_mean.device)))
-        return self.tok.quantizer(z).indices
+        return self.tok.quantizer.indices(z)
 
     def _join(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
         c = self.tok.tokens_per_position
@@ -77,6 +97,7 @@ class DecoderStream:
     frames out (natural units): refined, or the decoder draft with refined=False."""
 
     def __init__(self, tokenizer, refined: bool = True, window_tokens: int = 256):
+        tokenizer = inference_copy(tokenizer)
         self.tok, self.done = tokenizer, False
         self.form = (True, 1)   # (unbatched, batch size) of the pushes: flush answers alike
         self.refined = refined and tokenizer.refiner is not None

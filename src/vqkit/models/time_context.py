@@ -3,7 +3,7 @@
 The receptive field is probed, not typed in: the gradient of one output position with respect to
 the input is nonzero exactly on the input frames that position depends on (LeakyReLU, sigmoid
 gates and weight-normed convolutions have no exactly-zero slopes; the probe uses random inputs in
-double precision and a random weighting of the output channels). So a new backbone gets its
+float32 and a random weighting of the output channels). So a new backbone gets its
 windows and latency right without declaring anything, and a module that looks at the whole clip
 (a clip-wide mean, GroupNorm over the clip) shows up as an unbounded field.
 
@@ -69,10 +69,12 @@ def _probe(run: Callable[[int], tuple[int, int, int, int]], units: int = 8) -> t
 
 
 def probe_time_context(tokenizer) -> TimeContext:
-    """Measure a mel tokenizer's receptive field (on a double-precision copy in eval mode)."""
+    """Measure a mel tokenizer's receptive field (on a float32 copy in eval mode: gradients at the
+    field's edge are tiny but far from float32's underflow, and the probe of a causal 21.5 tokens/s
+    model peaks ~300 MB lower than in double, which matters when a one-hour file is encoded)."""
     if tokenizer.modality != "mel":
         raise ValueError("time context applies to mel tokenizers")
-    model = copy.deepcopy(tokenizer).double().eval()
+    model = copy.deepcopy(tokenizer).float().eval()
     d = model.downsample
     pool = 2 ** (len(model.refiner.unet.down) - 1) if model.refiner is not None else 1
     align = d * pool // math.gcd(d, pool)
@@ -82,7 +84,7 @@ def probe_time_context(tokenizer) -> TimeContext:
     def encoder(units: int) -> tuple[int, int, int, int]:
         frames = units * align
         j = frames // d // 2
-        x = torch.randn(1, n_mels, frames, generator=g, dtype=torch.float64)
+        x = torch.randn(1, n_mels, frames, generator=g, dtype=torch.float32)
         return (*_dependency(model.encoder, x, slice(j, j + 1)), frames, j)
 
     def decode(z: torch.Tensor) -> torch.Tensor:   # without the refiner's stop-gradient
@@ -92,7 +94,7 @@ def probe_time_context(tokenizer) -> TimeContext:
     def decoder(units: int, phase: int) -> tuple[int, int, int, int]:
         tokens = units * align
         t = tokens * d // 2 // align * align + phase     # an output frame at a given pooling phase
-        z = torch.rand(1, qdim, tokens, generator=g, dtype=torch.float64) * 2 - 1
+        z = torch.rand(1, qdim, tokens, generator=g, dtype=torch.float32) * 2 - 1
         return (*_dependency(decode, z, slice(t, t + 1)), tokens, t)
 
     lo, hi, j, _ = _probe(encoder)

@@ -144,7 +144,7 @@ class Tokenizer(nn.Module):
         return idx[0] if single else idx
 
     def _encode_clip(self, xb: torch.Tensor) -> torch.Tensor:
-        return self.quantizer(self.encoder(self.normalize(self.pad_to_multiple(xb)))).indices
+        return self.quantizer.indices(self.encoder(self.normalize(self.pad_to_multiple(xb))))
 
     def _long(self, frames: int) -> bool:
         """Mels longer than LONG_FRAMES go window by window (bounded memory, the same result), unless

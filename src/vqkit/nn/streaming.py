@@ -88,10 +88,11 @@ class StreamStates:
     def __init__(self, module: nn.Module):
         self.module = module
         self.states: dict[nn.Module, dict] = {}
+        self.parts = [m for m in module.modules() if isinstance(m, Streamable)]   # walked once, not per chunk
 
     @contextlib.contextmanager
     def active(self):
-        parts = [m for m in self.module.modules() if isinstance(m, Streamable)]
+        parts = self.parts
         for m in parts:
             if m.stream is not None:
                 raise RuntimeError("this model is already running another stream in this thread")

@@ -26,6 +26,10 @@ class Quantizer(nn.Module):
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """The codes of z only (inference: no loss, no usage statistics); the same as forward's."""
+        return self(z).indices
+
 
 def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes."""

@@ -51,6 +51,10 @@ class FSQ(Quantizer):
         stats = usage_stats(indices.detach(), self.codebook_size, mask)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros(()), stats=stats)
 
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            return self._codes_to_indices(torch.round(self.bound(self._channels_last(z.float()))))
+
     def _codes_to_indices(self, rounded: torch.Tensor) -> torch.Tensor:
         digits = (rounded + (self.levels // 2)).round().long()   # 0 .. level-1 per dim
         return (digits * self.basis).sum(-1)
