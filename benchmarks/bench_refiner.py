@@ -26,7 +26,8 @@ from common import RESULTS, fmt, loadavg, print_table, setup_device, start_run, 
 
 RATES = {"86": "mqgan-refiner", "21": "mqgan-refiner-21"}
 MODES = {"none": ["model.refiner.enabled=false"], "isolated": [], "shared": ["model.refiner.mode=shared"]}
-SEARCH = {   # isolated refiner, one change each
+SEARCH = {   # isolated refiner, one change each, beside the default in the same set
+    "x1": [],
     "x0.5": ["model.refiner.base_channels=4"],
     "x4": ["model.refiner.base_channels=32"],
     "fm": ["loss.feature_matching=2.0"],
