@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..frontends.image import IMAGE_EXTENSIONS, ImageError, find_image_files, load_image
-from .files import SkipLog, describe_skips, relative_paths, with_skips
+from ..io.inputs import SkipLog, describe_skips, relative_paths, with_skips
 
 REASONS = ("unreadable", "too large", "too small", "non-finite")
 # float16 keeps images in [-1, 1] at half the memory of float32 and is exact for 8-bit files

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.files import SkipLog, describe_skips, with_skips
+from ..io.inputs import SkipLog, describe_skips, with_skips
 from ..data.shards import INDEX as STORE_INDEX
 from ..tokens_io import TokenFileError, load_tokens, sidecar_path
 

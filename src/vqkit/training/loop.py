@@ -29,7 +29,7 @@ from ..distributed import all_reduce_mean_, broadcast_, same_everywhere
 from ..io.weights import state_hash
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
-from .metrics_log import MetricsLog
+from ..io.metrics_log import MetricsLog
 
 
 class TrainingStopped(RuntimeError):

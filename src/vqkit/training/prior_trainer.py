@@ -14,7 +14,7 @@ from ..config.prior_schema import PriorConfig
 from ..priors.prior import TokenPrior, tokens_meta
 from ..priors.token_data import TokenBatches, TokenCorpus
 from .loop import TrainLoop, warmup
-from .metrics_log import MetricsLog
+from ..io.metrics_log import MetricsLog
 
 EVAL_SEED = 1234   # held-out crops and MaskGIT masks: the same at every evaluation
 

@@ -22,7 +22,7 @@ from ..losses.objective import Objective, RealFakeDiscriminator
 from ..models.tokenizer import Tokenizer
 from .components import make_batches, make_discriminator, make_perceptual, start_from
 from .loop import TrainingStopped, TrainLoop, warmup
-from .metrics_log import MetricsLog
+from ..io.metrics_log import MetricsLog
 
 __all__ = ["Trainer", "TrainingStopped"]
 
