@@ -4,6 +4,7 @@ and ignored; configs saved before (one block with every kind's keys) still load 
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 
 import pytest
@@ -45,8 +46,9 @@ def foreign_keys(kinds: dict[str, type], kind: str) -> list[tuple[str, object]]:
 
 
 def test_the_schema_has_tagged_unions():
-    keys = [k for k, _ in tagged_fields()]
-    assert "model.quantizer" in keys
+    keys = {k: sorted(kinds) for k, kinds in tagged_fields()}
+    assert keys == {"model.backbone": ["convnext", "resnet1d", "resnet2d", "vit"],
+                    "model.quantizer": ["fsq", "vq"], "discriminator": ["mel", "patchgan", "stylegan"]}
 
 
 @pytest.mark.parametrize("preset", available_presets())
@@ -101,3 +103,22 @@ def test_a_saved_config_round_trips_with_only_its_kinds_keys(tmp_path):
     block = yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["quantizer"]
     assert block == {"kind": "fsq", "levels": [8, 5, 5, 5]}
     assert load_config(path=tmp_path / "config.yaml", saved=True) == cfg
+
+
+@pytest.mark.parametrize("override, key, kind", [
+    ("model.backbone.heads=2", "model.backbone.heads", "resnet1d"),            # resnet1d has no attention heads
+    ("model.backbone.kernel_size=3", "model.backbone.kernel_size", "resnet2d"),
+    ("model.backbone.attention=false", "model.backbone.attention", "vit"),     # a ViT is attention
+    ("discriminator.bands=2", "discriminator.bands", "patchgan"),
+])
+def test_the_keys_named_in_the_issue_are_refused(override, key, kind):
+    preset = {"resnet1d": "mqgan-refiner", "resnet2d": "vqgan", "vit": "vit-vq", "patchgan": "vqgan"}[kind]
+    with pytest.raises(ConfigError, match=rf"override '{re.escape(override)}': {re.escape(key)}: applies to kind .*not '{kind}'"):
+        load_config(preset=preset, overrides=[override])
+
+
+def test_band_channels_without_bands_are_refused():
+    with pytest.raises(ConfigError, match=r"discriminator.band_channels: \[8, 16\] has no effect with bands 0"):
+        load_config(preset="mqgan-refiner", overrides=["discriminator.bands=0"])
+    cfg = load_config(preset="mqgan-refiner", overrides=["discriminator.bands=0", "discriminator.band_channels=[]"])
+    assert cfg.discriminator.bands == 0

@@ -49,62 +49,54 @@ class MelConfig:
         return self.sample_rate / self.hop_length
 
 
-IMAGE_BACKBONES = ("resnet2d", "convnext", "vit")
+@dataclass
+class ResNet1dConfig:
+    """MQGAN-style encoder/decoder over time, mel bins as channels (mel models)."""
+    kind: str = "resnet1d"
+    channels: list[int] = field(default_factory=lambda: [64, 96])  # width of each stage
+    blocks_per_stage: int = 1
+    kernel_size: int = 5
+    dropout: float = 0.0
+    attention: bool = True          # channel + temporal attention per block
+    mel_mixer: bool = True          # small 2D conv block over the (channels x time) map
+    downsample: int = 1             # time factor 1/2/4/8 (86 / 43 / 21.5 / 10.8 tokens/s at 22.05 kHz, hop 256)
+    causal_decoder: bool = False    # decoder convolutions see only the past (model.causal: all of it)
+    # Frames the channel attention's squeeze averages over (centred; causal: the last N). A finite
+    # window keeps the receptive field finite (streaming, long files, padded batches); null = the
+    # whole clip, as checkpoints saved before it existed.
+    attention_frames: int | None = 31
+
+    is_image = False
+
+    def validate(self) -> None:
+        _widths_and_depth(self)
+        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "model.backbone.kernel_size",
+               "must be a positive odd number")
+        _check(self.downsample in (1, 2, 4, 8), "model.backbone.downsample", "must be 1, 2, 4 or 8 for resnet1d")
+        _check(self.attention_frames is None or self.attention_frames >= 1, "model.backbone.attention_frames",
+               "must be >= 1 (or null: the whole clip)")
 
 
 @dataclass
-class BackboneConfig:
-    """Encoder/decoder. resnet1d: MQGAN-style over time, mel bins as channels. resnet2d (VQGAN),
-    convnext (depthwise 7x7 + RMSNorm + SwiGLU) and vit (patchify transformer): images."""
-    kind: str = "resnet1d"
+class _ImageBackbone:
+    """What the image backbones share (not a kind itself)."""
+    kind: str = ""
     channels: list[int] = field(default_factory=lambda: [64, 96])  # width of each stage (vit: last = width)
     blocks_per_stage: int = 1       # vit: transformer depth of encoder and of decoder
-    kernel_size: int = 5            # resnet1d only
     dropout: float = 0.0
-    attention: bool = True          # resnet1d: channel+temporal attention per block; 2D: self-attention at the lowest resolution
-    mel_mixer: bool = True          # resnet1d only: small 2D conv block over the (channels x time) map
-    downsample: int = 1             # resnet1d: time factor 1/2/4; images: spatial factor 4/8/16 (vit: patch size)
-    causal_decoder: bool = False    # resnet1d only: decoder convolutions see only the past (model.causal: all of it)
-    # resnet1d: frames the channel attention's squeeze averages over (centred; causal: the last N).
-    # A finite window keeps the receptive field finite (streaming, long files, padded batches);
-    # null = the whole clip, as checkpoints saved before it existed.
-    attention_frames: int | None = 31
-    heads: int = 4                  # attention heads (vit, 2D attention blocks)
-    patch_overlap: bool = False     # vit: overlapping patch embedding (kernel 2p, stride p) against grid artefacts
+    downsample: int = 4             # spatial factor 2/4/8/16 (vit: patch size)
+    heads: int = 4                  # attention heads
     spatial_norm_blocks: int = 0    # MoVQ: the first N decoder stages normalise with gamma(z_q), beta(z_q)
     decoder_attention: str = "none"  # SeQ-GAN enhanced decoder: "none", "window" or "dilated" attention blocks
     decoder_attention_blocks: int = 0
     attention_window: int = 8
 
-    @property
-    def is_image(self) -> bool:
-        return self.kind in IMAGE_BACKBONES
+    is_image = True
 
     def validate(self) -> None:
-        _check(self.kind in ("resnet1d",) + IMAGE_BACKBONES, "model.backbone.kind",
-               f"unknown backbone {self.kind!r}; available: resnet1d, {', '.join(IMAGE_BACKBONES)}")
-        _check(len(self.channels) >= 1 and all(c > 0 for c in self.channels),
-               "model.backbone.channels", "needs at least one positive width")
-        _check(self.blocks_per_stage >= 1, "model.backbone.blocks_per_stage", "must be >= 1")
-        _check(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "model.backbone.kernel_size",
-               "must be a positive odd number")
-        _check(0 <= self.dropout < 1, "model.backbone.dropout", "must be in [0, 1)")
+        _widths_and_depth(self)
         _check(self.heads >= 1, "model.backbone.heads", "must be >= 1")
-        if not self.is_image:
-            _check(self.downsample in (1, 2, 4, 8), "model.backbone.downsample", "must be 1, 2, 4 or 8 for resnet1d")
-            _check(self.attention_frames is None or self.attention_frames >= 1, "model.backbone.attention_frames",
-                   "must be >= 1 (or null: the whole clip)")
-            for name in ("spatial_norm_blocks", "decoder_attention_blocks"):
-                _check(getattr(self, name) == 0, f"model.backbone.{name}", "applies to image backbones only")
-            _check(not self.patch_overlap, "model.backbone.patch_overlap", "applies to vit only")
-            return
         _check(self.downsample in (2, 4, 8, 16), "model.backbone.downsample", "must be 2, 4, 8 or 16 for images")
-        _check(not self.mel_mixer, "model.backbone.mel_mixer", "applies to resnet1d only (set false)")
-        _check(not self.causal_decoder, "model.backbone.causal_decoder", "applies to resnet1d only")
-        _check(self.attention_frames == BackboneConfig.attention_frames, "model.backbone.attention_frames",
-               "applies to resnet1d only")
-        _check(self.kind == "vit" or not self.patch_overlap, "model.backbone.patch_overlap", "applies to vit only")
-        _check(self.kind != "vit" or self.attention, "model.backbone.attention", "a ViT is attention; cannot be false")
         _check(0 <= self.spatial_norm_blocks <= len(self.channels), "model.backbone.spatial_norm_blocks",
                f"must be in [0, {len(self.channels)}] (one per decoder stage)")
         _check(self.decoder_attention in ("none", "window", "dilated"), "model.backbone.decoder_attention",
@@ -112,6 +104,38 @@ class BackboneConfig:
         _check((self.decoder_attention == "none") == (self.decoder_attention_blocks == 0),
                "model.backbone.decoder_attention_blocks", "must be > 0 exactly when decoder_attention is set")
         _check(self.attention_window >= 2, "model.backbone.attention_window", "must be >= 2")
+
+
+@dataclass
+class ResNet2dConfig(_ImageBackbone):
+    """VQGAN's convolutional encoder/decoder."""
+    kind: str = "resnet2d"
+    attention: bool = True          # self-attention at the lowest resolution
+
+
+@dataclass
+class ConvNeXtConfig(_ImageBackbone):
+    """Depthwise 7x7 + RMSNorm + SwiGLU blocks."""
+    kind: str = "convnext"
+    attention: bool = True          # self-attention at the lowest resolution
+
+
+@dataclass
+class ViTConfig(_ImageBackbone):
+    """Patchify transformer (ViT-VQGAN)."""
+    kind: str = "vit"
+    patch_overlap: bool = False     # overlapping patch embedding (kernel 2p, stride p) against grid artefacts
+
+
+# A tagged union keyed by kind (config/io.py): each backbone reads exactly its own keys.
+BackboneConfig = ResNet1dConfig | ResNet2dConfig | ConvNeXtConfig | ViTConfig
+
+
+def _widths_and_depth(cfg) -> None:
+    _check(len(cfg.channels) >= 1 and all(c > 0 for c in cfg.channels),
+           "model.backbone.channels", "needs at least one positive width")
+    _check(cfg.blocks_per_stage >= 1, "model.backbone.blocks_per_stage", "must be >= 1")
+    _check(0 <= cfg.dropout < 1, "model.backbone.dropout", "must be in [0, 1)")
 
 
 @dataclass
@@ -203,7 +227,7 @@ class ModelConfig:
     causal: bool = False
     mel: MelConfig = field(default_factory=MelConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: ResNet1dConfig | ResNet2dConfig | ConvNeXtConfig | ViTConfig = field(default_factory=ResNet1dConfig)
     quantizer: FSQConfig | VQConfig = field(default_factory=FSQConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
@@ -224,22 +248,44 @@ class ModelConfig:
 
 
 @dataclass
-class DiscriminatorConfig:
-    """mel: a 2D patch discriminator plus a multi-band one (MQGAN). patchgan: taming's n-layer
-    PatchGAN. stylegan: residual downsampling discriminator with minibatch-stddev (SeQ-GAN)."""
+class MelDiscriminatorConfig:
+    """MQGAN's pair on the (mel x time) image: a 2D patch discriminator plus one per band of mel bins."""
     kind: str = "mel"
     patch_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # width per conv layer
-    bands: int = 4                  # mel: mel bins split into this many bands; 0 = off
+    bands: int = 4                  # mel bins split into this many bands; 0 = no band discriminators
     band_channels: list[int] = field(default_factory=lambda: [16, 32])
 
     def validate(self) -> None:
-        _check(self.kind in ("mel", "patchgan", "stylegan"), "discriminator.kind",
-               "must be 'mel', 'patchgan' or 'stylegan'")
         _check(len(self.patch_channels) >= 1, "discriminator.patch_channels", "needs at least one layer")
         _check(self.bands >= 0, "discriminator.bands", "must be >= 0")
-        _check(self.kind == "mel" or self.bands == 0, "discriminator.bands", "applies to kind 'mel' only (set 0)")
         _check(self.bands == 0 or len(self.band_channels) >= 1, "discriminator.band_channels",
                "needs at least one layer when bands > 0")
+        _check(self.bands > 0 or self.band_channels in ([], MelDiscriminatorConfig().band_channels),
+               "discriminator.band_channels", f"{self.band_channels} has no effect with bands 0 (no band "
+               "discriminators): set discriminator.band_channels=[] with it")
+
+
+@dataclass
+class PatchGANConfig:
+    """taming's n-layer PatchGAN (images)."""
+    kind: str = "patchgan"
+    patch_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+
+    def validate(self) -> None:
+        _check(len(self.patch_channels) >= 1, "discriminator.patch_channels", "needs at least one layer")
+
+
+@dataclass
+class StyleGANConfig:
+    """Residual downsampling discriminator with minibatch-stddev (SeQ-GAN; images)."""
+    kind: str = "stylegan"
+    patch_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+
+    def validate(self) -> None:
+        _check(len(self.patch_channels) >= 1, "discriminator.patch_channels", "needs at least one layer")
+
+
+DiscriminatorConfig = MelDiscriminatorConfig | PatchGANConfig | StyleGANConfig   # tagged by kind
 
 
 @dataclass
@@ -361,7 +407,8 @@ class TrainConfig:
 class Config:
     name: str = "mqgan-refiner"
     model: ModelConfig = field(default_factory=ModelConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    discriminator: MelDiscriminatorConfig | PatchGANConfig | StyleGANConfig = field(
+        default_factory=MelDiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -370,8 +417,9 @@ class Config:
     def validate(self) -> "Config":
         self.model.validate(); self.discriminator.validate(); self.loss.validate()
         self.optim.validate(); self.data.validate(); self.train.validate()
-        _check(self.discriminator.bands <= self.model.mel.n_mels, "discriminator.bands",
-               f"cannot split {self.model.mel.n_mels} mel bins into {self.discriminator.bands} bands")
+        d = self.discriminator
+        _check(d.kind != "mel" or d.bands <= self.model.mel.n_mels, "discriminator.bands",
+               f"cannot split {self.model.mel.n_mels} mel bins into {getattr(d, 'bands', 0)} bands")
         image = self.model.modality == "image"
         _check(image or self.discriminator.kind == "mel", "discriminator.kind", "mel models use kind 'mel'")
         _check(not image or self.discriminator.kind != "mel", "discriminator.kind",
