@@ -227,8 +227,8 @@ class ModelConfig:
     causal: bool = False
     mel: MelConfig = field(default_factory=MelConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
-    backbone: ResNet1dConfig | ResNet2dConfig | ConvNeXtConfig | ViTConfig = field(default_factory=ResNet1dConfig)
-    quantizer: FSQConfig | VQConfig = field(default_factory=FSQConfig)
+    backbone: BackboneConfig = field(default_factory=ResNet1dConfig)
+    quantizer: QuantizerConfig = field(default_factory=FSQConfig)
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
     def validate(self) -> None:
@@ -407,8 +407,7 @@ class TrainConfig:
 class Config:
     name: str = "mqgan-refiner"
     model: ModelConfig = field(default_factory=ModelConfig)
-    discriminator: MelDiscriminatorConfig | PatchGANConfig | StyleGANConfig = field(
-        default_factory=MelDiscriminatorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=MelDiscriminatorConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
