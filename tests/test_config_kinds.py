@@ -122,3 +122,6 @@ def test_band_channels_without_bands_are_refused():
         load_config(preset="mqgan-refiner", overrides=["discriminator.bands=0"])
     cfg = load_config(preset="mqgan-refiner", overrides=["discriminator.bands=0", "discriminator.band_channels=[]"])
     assert cfg.discriminator.bands == 0
+    saved = load_config(preset="mqgan-refiner").to_dict()   # saved before: bands 0 with unused widths
+    saved["discriminator"].update(bands=0, band_channels=[8, 16])
+    assert config_from_dict(saved, "saved config.yaml", saved=True).discriminator.band_channels == []

@@ -295,6 +295,9 @@ def _prune_kinds(cls: type, data: Any) -> Any:
 def migrate_saved(data: dict) -> dict:
     """A saved (checkpoint or run) config as the current schema reads it, with the same meaning."""
     data = _prune_kinds(Config, data)
+    disc = data.get("discriminator")
+    if isinstance(disc, dict) and disc.get("kind", "mel") == "mel" and disc.get("bands") == 0:
+        data = {**data, "discriminator": {**disc, "band_channels": []}}   # unused then; now refused unless []
     model = data.get("model")
     if not isinstance(model, dict) or model.get("modality", "mel") != "mel":
         return data
