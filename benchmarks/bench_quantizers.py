@@ -55,12 +55,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 from common import RESULTS, add_device_arg, add_repeat_args, add_threads_out_args, clear_rss_peak  # noqa: E402
 from common import count, cpu_seconds, fmt, loadavg, mem_column, print_table, proc_status_mb  # noqa: E402
 from common import setup_device, start_run, sys_seconds, time_calls, wall_line, write_report  # noqa: E402
-from vqkit.config import QuantizerConfig  # noqa: E402
+from vqkit.config import FSQConfig, VQConfig  # noqa: E402
 from vqkit.quantizers import build_quantizer  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "quantizers.json"
 
-# (name, QuantizerConfig fields). vq options take codebook_size and dim from the size / --dim.
+# (name, FSQConfig / VQConfig fields). vq options take codebook_size and dim from the size / --dim.
 OPTIONS: list[tuple[str, dict]] = [
     ("fsq", {"kind": "fsq"}),
     ("vq", {"kind": "vq"}),
@@ -191,7 +191,7 @@ def make_quantizer(fields: dict, size: int, levels: list[int], dim: int):
         # Every option sees the same N vectors of width `dim`; multichannel splits each into
         # `channels` chunks of dim / channels, so it makes channels x N lookups.
         f.update(codebook_size=size, dim=dim // channels)
-    cfg = QuantizerConfig(**f)
+    cfg = (FSQConfig if f["kind"] == "fsq" else VQConfig)(**f)
     cfg.validate()
     return build_quantizer(cfg), cfg
 
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"subset of options by name (default: all: {'; '.join(n for n, _ in OPTIONS)})")
     ap.add_argument("--distance-chunk", type=int, default=None,
                     help="vq: latents per distance chunk (default: the config default, "
-                         f"{QuantizerConfig().distance_chunk})")
+                         f"{VQConfig().distance_chunk})")
     ap.add_argument("--malloc", choices=["retain", "glibc"], default="retain",
                     help="CPU: retain = glibc keeps freed memory for reuse (mmap threshold 1 GiB, no heap "
                          "trimming), timings are compute and independent of order; glibc = leave glibc's "
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         malloc = ("retain: glibc mmap threshold 1 GiB, heap trimming off" if CpuPeakMemory.retain_freed_memory()
                   else "glibc defaults (retain failed: not glibc?)")
     started, load_before = start_run(device)
-    chunk = args.distance_chunk or QuantizerConfig().distance_chunk
+    chunk = args.distance_chunk or VQConfig().distance_chunk
     print(f"N = {args.n} latent vectors, vq dim {args.dim}, distance chunk {chunk}, float32, forward + backward "
           f"in train mode; malloc: {malloc}", flush=True)
     t_all = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-import vqkit.data.files
+import vqkit.io.inputs
 from conftest import TINY
 from vqkit.cli import main
 from vqkit.config import ConfigError, load_config, save_config
@@ -75,7 +75,7 @@ def build(tmp_path_factory, cases: dict, load):
         make(root / name)
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(vqkit.data.files, "LOG_FIRST", 100)   # not only the first 5 per reason
+        mp.setattr(vqkit.io.inputs, "LOG_FIRST", 100)   # not only the first 5 per reason
         return root, load(root, lines.append), lines
 
 

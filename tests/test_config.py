@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from vqkit.config import (PRESET_DIR, Config, ConfigError, available_presets, config_from_dict,
-                          load_config, parse_overrides, save_config)
+                          load_config, parse_overrides, save_config, tagged_kinds)
 
 
 def leaf_paths(cls: type = Config, prefix: str = "") -> dict[str, typing.Any]:
@@ -24,7 +24,11 @@ def leaf_paths(cls: type = Config, prefix: str = "") -> dict[str, typing.Any]:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(hints[f.name]):
+        kinds = tagged_kinds(hints[f.name])
+        if kinds is not None:   # a per-kind block: the leaves of every kind
+            for kind_cls in kinds.values():
+                out.update(leaf_paths(kind_cls, key + "."))
+        elif dataclasses.is_dataclass(hints[f.name]):
             out.update(leaf_paths(hints[f.name], key + "."))
         else:
             out[key] = hints[f.name]

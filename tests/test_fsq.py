@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqkit.config import QuantizerConfig
+from vqkit.config import FSQConfig
 from vqkit.quantizers import FSQ, build_quantizer, usage_stats
 
 LEVEL_SETS = [[8, 5, 5, 5], [7, 5, 5, 5, 5], [8, 6, 5], [2, 3]]
@@ -53,7 +53,7 @@ class TestBijection:
         q = FSQ(levels)
         assert q.codebook_size == math.prod(levels)
         assert q.dim == len(levels)
-        assert build_quantizer(QuantizerConfig(levels=levels)).codebook_size == math.prod(levels)
+        assert build_quantizer(FSQConfig(levels=levels)).codebook_size == math.prod(levels)
 
     def test_indices_to_codes_matches_independent_mixed_radix(self, levels):
         q = FSQ(levels)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqkit.config import DiscriminatorConfig
+from vqkit.config import MelDiscriminatorConfig, PatchGANConfig, StyleGANConfig
 from vqkit.losses.gan import d_loss, lecam
 from vqkit.models.image_discriminators import (PatchGAN, StyleGANDiscriminator, build_image_discriminator,
                                                minibatch_stddev)
@@ -18,8 +18,8 @@ KINDS = ("patchgan", "stylegan")
 
 def make(kind, channels=(32, 64, 64), in_channels=3, seed=0):
     torch.manual_seed(seed)
-    return build_image_discriminator(DiscriminatorConfig(kind=kind, patch_channels=list(channels), bands=0),
-                                     in_channels)
+    cfg = {"patchgan": PatchGANConfig, "stylegan": StyleGANConfig}[kind](patch_channels=list(channels))
+    return build_image_discriminator(cfg, in_channels)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_reference_sizes():
     style = StyleGANDiscriminator(1, [8, 8, 8])  # grayscale, 256x256 -> 32x32 before the dense layers
     assert style(torch.randn(2, 1, 256, 256))[0][0].shape == (2, 1)
     with pytest.raises(ValueError, match="patchgan, stylegan"):
-        make("mel")
+        build_image_discriminator(MelDiscriminatorConfig(), 3)
 
 
 def test_patchgan_is_per_sample():

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from vqkit.config import QuantizerConfig
+from vqkit.config import VQConfig
 from vqkit.quantizers import VectorQuantizer, build_quantizer
 
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 def make(**kw) -> VectorQuantizer:
     kw.setdefault("codebook_size", 32)
     kw.setdefault("dim", 4)
-    q = build_quantizer(QuantizerConfig(kind="vq", **kw))
+    q = build_quantizer(VQConfig(**kw))
     assert isinstance(q, VectorQuantizer)
     return q
 

@@ -9,8 +9,7 @@
 from .config import Config, ConfigError, load_config
 from .frontends.mel import MelFrontend
 from .models.tokenizer import Tokenizer
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name):

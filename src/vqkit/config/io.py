@@ -41,10 +41,49 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def tagged_kinds(tp: Any) -> dict[str, type] | None:
+    """{kind: dataclass} when `tp` is a tagged union (dataclasses that each default `kind` to their
+    own name, e.g. FSQConfig | VQConfig); None for any other type. The first is the default kind."""
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return None
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    kinds: dict[str, type] = {}
+    for a in args:
+        kind = {f.name: f.default for f in dataclasses.fields(a)}.get("kind") if dataclasses.is_dataclass(a) else None
+        if not isinstance(kind, str):
+            return None
+        kinds[kind] = a
+    return kinds or None
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _tagged(kinds: dict[str, type], value: Any, key: str) -> Any:
+    """The dataclass `value['kind']` names, built from value; a key that only another kind has is
+    refused naming that kind (it would otherwise be accepted and ignored)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
+    kind = value.get("kind", next(iter(kinds)))
+    if not isinstance(kind, str) or kind not in kinds:
+        raise ConfigError(f"{key}.kind: unknown kind {kind!r}; available: {', '.join(kinds)}")
+    own = _field_names(kinds[kind])
+    for name in value:
+        others = [k for k, cls in kinds.items() if k != kind and name in _field_names(cls)]
+        if name not in own and others:
+            raise ConfigError(f"{key}.{name}: applies to kind {' / '.join(map(repr, others))}, not {kind!r} "
+                              f"(keys of kind {kind!r}: {', '.join(sorted(own))})")
+    return from_dict(kinds[kind], value, key)
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
+    kinds = tagged_kinds(tp)
+    if kinds is not None:
+        return _tagged(kinds, value, key)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -89,9 +128,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def _merge(base: dict, update: dict) -> dict:
+    """update over base, recursively. A block whose `kind` changes is replaced, not merged: the keys
+    of the old kind (a preset's FSQ levels) do not belong to the new one (model.quantizer.kind=vq)."""
     out = dict(base)
     for k, v in update.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict) and not ("kind" in v and "kind" in old and v["kind"] != old["kind"]):
+            out[k] = _merge(old, v)
+        else:
+            out[k] = v
     return out
 
 
@@ -226,8 +271,33 @@ _SAVED_BEFORE = {("model", "backbone", "attention_frames"): None,   # channel at
                  ("model", "refiner", "norm"): "clip"}               # refiner GroupNorm over the whole clip
 
 
+def _prune_kinds(cls: type, data: Any) -> Any:
+    """`data` without the keys that the kinds it chose do not have: configs saved before per-kind
+    configs held every kind's fields in one block, and those of other kinds were never used."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for name, tp in typing.get_type_hints(cls).items():
+        if not isinstance(out.get(name), dict):
+            continue
+        kinds = tagged_kinds(tp)
+        if kinds is not None:
+            kind = out[name].get("kind", next(iter(kinds)))
+            chosen = kinds.get(kind) if isinstance(kind, str) else None
+            if chosen is not None:   # other kinds' keys go; a key no kind has stays, to be refused
+                foreign = set().union(*map(_field_names, kinds.values())) - _field_names(chosen)
+                out[name] = _prune_kinds(chosen, {k: v for k, v in out[name].items() if k not in foreign})
+        elif dataclasses.is_dataclass(tp):
+            out[name] = _prune_kinds(tp, out[name])
+    return out
+
+
 def migrate_saved(data: dict) -> dict:
     """A saved (checkpoint or run) config as the current schema reads it, with the same meaning."""
+    data = _prune_kinds(Config, data)
+    disc = data.get("discriminator")
+    if isinstance(disc, dict) and disc.get("kind", "mel") == "mel" and disc.get("bands") == 0:
+        data = {**data, "discriminator": {**disc, "band_channels": []}}   # unused then; now refused unless []
     model = data.get("model")
     if not isinstance(model, dict) or model.get("modality", "mel") != "mel":
         return data

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .schema import ConfigError, TrainConfig
+from .checks import check
+from .schema import TrainConfig
 
 PRIOR_KINDS = ("gpt", "maskgit")
 
@@ -31,25 +32,20 @@ class PriorModelConfig:
     maskgit_temperature: float = 4.5  # initial Gumbel temperature on confidences, annealed linearly to 0
 
     def validate(self) -> "PriorModelConfig":
-        _check(self.kind in PRIOR_KINDS, "model.kind", f"unknown prior {self.kind!r}; available: {', '.join(PRIOR_KINDS)}")
-        _check(self.dim >= 1, "model.dim", "must be >= 1")
-        _check(self.heads >= 1, "model.heads", "must be >= 1")
-        _check(self.dim % self.heads == 0, "model.dim", f"{self.dim} is not divisible by heads={self.heads}")
-        _check((self.dim // self.heads) % 2 == 0, "model.heads",
+        check(self.kind in PRIOR_KINDS, "model.kind", f"unknown prior {self.kind!r}; available: {', '.join(PRIOR_KINDS)}")
+        check(self.dim >= 1, "model.dim", "must be >= 1")
+        check(self.heads >= 1, "model.heads", "must be >= 1")
+        check(self.dim % self.heads == 0, "model.dim", f"{self.dim} is not divisible by heads={self.heads}")
+        check((self.dim // self.heads) % 2 == 0, "model.heads",
                f"head width dim / heads = {self.dim // self.heads} must be even for rotary embeddings")
-        _check(self.depth >= 1, "model.depth", "must be >= 1")
-        _check(self.mlp_hidden is None or self.mlp_hidden >= 1, "model.mlp_hidden", "must be >= 1 or null")
-        _check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        _check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = unconditional)")
-        _check(self.rope_base > 1, "model.rope_base", "must be > 1")
-        _check(self.maskgit_steps >= 1, "model.maskgit_steps", "must be >= 1")
-        _check(self.maskgit_temperature >= 0, "model.maskgit_temperature", "must be >= 0")
+        check(self.depth >= 1, "model.depth", "must be >= 1")
+        check(self.mlp_hidden is None or self.mlp_hidden >= 1, "model.mlp_hidden", "must be >= 1 or null")
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = unconditional)")
+        check(self.rope_base > 1, "model.rope_base", "must be > 1")
+        check(self.maskgit_steps >= 1, "model.maskgit_steps", "must be >= 1")
+        check(self.maskgit_temperature >= 0, "model.maskgit_temperature", "must be >= 0")
         return self
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass
@@ -60,10 +56,10 @@ class PriorDataConfig:
     num_workers: int = 0
 
     def validate(self) -> None:
-        _check(len(self.crop) in (1, 2) and all(c >= 1 for c in self.crop), "data.crop",
+        check(len(self.crop) in (1, 2) and all(c >= 1 for c in self.crop), "data.crop",
                "must be [positions] (mel) or [h, w] (image), each >= 1")
-        _check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
-        _check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
 
 
 @dataclass
@@ -75,10 +71,10 @@ class PriorOptimConfig:
     grad_clip: float = 1.0          # 0 disables
 
     def validate(self) -> None:
-        _check(self.lr > 0, "optim.lr", "must be > 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+        check(self.lr > 0, "optim.lr", "must be > 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
                "must be two numbers in [0, 1)")
-        _check(self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0, "optim",
+        check(self.warmup_steps >= 0 and self.grad_clip >= 0 and self.weight_decay >= 0, "optim",
                "warmup_steps, grad_clip and weight_decay must be >= 0")
 
 
@@ -90,9 +86,9 @@ class SampleConfig:
     top_p: float = 1.0              # 1 = off
 
     def validate(self) -> None:
-        _check(self.temperature > 0, "sample.temperature", "must be > 0")
-        _check(self.top_k >= 0, "sample.top_k", "must be >= 0 (0 = off)")
-        _check(0 < self.top_p <= 1, "sample.top_p", "must be in (0, 1]")
+        check(self.temperature > 0, "sample.temperature", "must be > 0")
+        check(self.top_k >= 0, "sample.top_k", "must be >= 0 (0 = off)")
+        check(0 < self.top_p <= 1, "sample.top_p", "must be in (0, 1]")
 
 
 @dataclass
@@ -107,7 +103,7 @@ class PriorConfig:
     def validate(self) -> "PriorConfig":
         self.model.validate(); self.data.validate(); self.optim.validate(); self.train.validate()
         self.sample.validate()
-        _check(self.train.phase == 1 and self.train.init_from is None, "train.phase",
+        check(self.train.phase == 1 and self.train.init_from is None, "train.phase",
                "phase 2 / init_from apply to tokenizers only")
         return self
 

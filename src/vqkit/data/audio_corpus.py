@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..frontends.audio_io import AUDIO_EXTENSIONS, AudioError, find_audio_files, load_audio
-from .files import SkipLog, describe_skips, relative_paths, with_skips
+from ..io.inputs import SkipLog, describe_skips, relative_paths, with_skips
 from ..frontends.mel import MelFrontend
 
 SILENCE_PEAK = 1e-4           # peak |amplitude| below this counts as digital silence

@@ -1,9 +1,8 @@
 """Training batches of random mel crops.
 
-Batch `step` is a pure function of (seed, step): clips are drawn with probability proportional to
-their length, crops at random offsets, short clips padded with silence and masked. No sampler state
-exists, so a resumed run sees exactly the batches an uninterrupted run would, and DataLoader workers
-can produce any step independently.
+Batch `step` is a pure function of (seed, step) (data/step_batches.py): clips are drawn with
+probability proportional to their length, crops at random offsets, short clips padded with silence
+and masked.
 
 Clips may be torch tensors or numpy arrays, including the memory-mapped items of a feature cache
 (data/shards.py): only the cropped pieces are read, and a float32 store gives bitwise the batches
@@ -15,7 +14,8 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+
+from .step_batches import StepBatches
 
 Clip = Union[torch.Tensor, np.ndarray]   # (n_mels, T)
 
@@ -26,7 +26,7 @@ def _as_tensor(piece: Clip) -> torch.Tensor:
     return torch.from_numpy(np.array(piece, dtype=np.float32))   # a writable float32 copy of the crop only
 
 
-class MelCropBatches(Dataset):
+class MelCropBatches(StepBatches):
     """`batches[step]` -> (mel (B, n_mels, segment), mask (B, segment)) for clips given as (n_mels, T).
 
     Pass a store (ShardedArrays) itself rather than a list of its items: it pickles as its path,
@@ -45,17 +45,13 @@ class MelCropBatches(Dataset):
         # A store lists its shapes without mapping any item.
         shapes = getattr(mels, "shapes", None) or [m.shape for m in mels]
         self.weights = torch.tensor([s[-1] for s in shapes], dtype=torch.float)
+        self.count = len(shapes)
 
-    def __len__(self) -> int:
-        return 2**62   # indexed by step; never iterated to the end
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (2**63))
-        picks = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
+    def batch(self, picks: list[int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         n_mels = self.mels[0].shape[0]
         mel = torch.full((self.batch_size, n_mels, self.segment), self.pad_value)
         mask = torch.zeros(self.batch_size, self.segment)
-        for row, i in enumerate(picks.tolist()):
+        for row, i in enumerate(picks):
             clip = self.mels[i]
             length = clip.shape[-1]
             start = int(torch.randint(0, max(1, length - self.segment + 1), (1,), generator=g))

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..frontends.audio_io import AudioError, load_audio, save_wav
 from ..io.files import atomic_write
-from .files import read_manifest
+from ..io.inputs import read_manifest
 
 ASTERISK_PACKAGE = "asterisk-core-sounds-en-g722"
 ASTERISK_DIRS = (Path("/usr/share/asterisk/sounds/en_US_f_Allison"), Path("/usr/share/asterisk/sounds/en"))

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..frontends.image import save_image
 from ..io.files import atomic_write
-from .files import read_manifest
+from ..io.inputs import read_manifest
 
 MANIFEST_VERSION = 1
 HELDOUT_COUNT = 3

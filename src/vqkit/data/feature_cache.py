@@ -25,7 +25,7 @@ import torch
 from . import audio_corpus
 from ..frontends.audio_io import AUDIO_EXTENSIONS, AudioError, find_audio_files
 from ..frontends.mel import MelFrontend
-from .files import SkipLog, describe_skips, relative_paths, with_skips
+from ..io.inputs import SkipLog, describe_skips, relative_paths, with_skips
 from .shards import INDEX, ShardedArrays, ShardWriter
 
 CACHE_VERSION = 1          # bump when what a cached item holds changes
@@ -81,7 +81,7 @@ class AsTensors(collections.abc.Sequence):
 def cache_key(paths: Sequence[Path], root: Path, frontend: MelFrontend, min_seconds: float,
               max_seconds: float | None, dtype: str) -> str:
     """Hex digest of everything the cached log-mels depend on."""
-    from .. import __version__
+    from ..version import __version__
 
     stats = [p.stat() for p in paths]
     files = sorted((rel, st.st_size, st.st_mtime_ns) for rel, st in zip(relative_paths(paths, root), stats))

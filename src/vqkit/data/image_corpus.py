@@ -15,10 +15,10 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from ..frontends.image import IMAGE_EXTENSIONS, ImageError, find_image_files, load_image
-from .files import SkipLog, describe_skips, relative_paths, with_skips
+from ..io.inputs import SkipLog, describe_skips, relative_paths, with_skips
+from .step_batches import StepBatches
 
 REASONS = ("unreadable", "too large", "too small", "non-finite")
 # float16 keeps images in [-1, 1] at half the memory of float32 and is exact for 8-bit files
@@ -129,7 +129,7 @@ def fit_min_side(img: torch.Tensor, size: int) -> torch.Tensor:
     return out.clamp(-1.0, 1.0)  # bicubic overshoots at edges
 
 
-class ImageCropBatches(Dataset):
+class ImageCropBatches(StepBatches):
     """`batches[step]` -> (x (B, C, size, size) float32 in [-1, 1], mask (B, 1) of ones).
 
     Images are picked uniformly with replacement, cropped at uniform random positions and, with
@@ -150,16 +150,12 @@ class ImageCropBatches(Dataset):
         self.random_flip = bool(random_flip)
         # Small images are upscaled once here, so __getitem__ only slices. Large ones stay as stored.
         self.images = [im if min(im.shape[1:]) >= self.size else fit_min_side(im, self.size) for im in images]
+        self.count = len(self.images)   # picked uniformly (weights None)
 
-    def __len__(self) -> int:
-        return 2**62   # indexed by step; never iterated to the end
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (2**63))
-        picks = torch.randint(0, len(self.images), (self.batch_size,), generator=g)
+    def batch(self, picks: list[int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.size
         x = torch.empty(self.batch_size, self.images[0].shape[0], s, s)
-        for row, i in enumerate(picks.tolist()):
+        for row, i in enumerate(picks):
             img = self.images[i]
             h, w = img.shape[1:]
             top = int(torch.randint(0, h - s + 1, (1,), generator=g))

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..io.files import atomic_write, fsync_dir
-from .files import InputError
+from ..io.inputs import InputError
 
 FORMAT = "vqkit-sharded-arrays"
 VERSION = 1

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqkit.losses.perceptual import _read_state_dict
+from ..io.weights import describe_mismatch, key_difference, read_state_dict
 
 FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
 FEATURE_DIM = 2048
@@ -240,19 +240,18 @@ def load_inception(path: str | None, allow_random: bool = False, *, seed: int = 
         with torch.no_grad():
             _random_init(model, seed)
         return model
-    sd = {k: v for k, v in _read_state_dict(path).items() if k not in _OPTIONAL_KEYS}
+    sd = {k: v for k, v in read_state_dict(path).items() if k not in _OPTIONAL_KEYS}
     model = FIDInceptionV3(device="meta")
     expected = model.state_dict().keys()
     for k in expected:   # older files may predate batch norm's num_batches_tracked
         if k.endswith(".num_batches_tracked") and k not in sd:
             sd[k] = torch.zeros((), dtype=torch.long)
-    missing, unexpected = sorted(expected - sd.keys()), sorted(sd.keys() - expected)
+    missing, unexpected = key_difference(sd, expected)
     if missing or unexpected:
         hint = (" (this looks like torchvision's ImageNet inception_v3, not the FID weights)"
                 if any(k.startswith("AuxLogits.") for k in unexpected) else "")
-        raise ValueError(f"{path}: not pytorch-fid's FID Inception state dict{hint}: missing keys "
-                         f"{missing[:6]}{'...' if len(missing) > 6 else ''}, unexpected keys "
-                         f"{unexpected[:6]}{'...' if len(unexpected) > 6 else ''}. {_HELP}")
+        raise ValueError(f"{path}: not pytorch-fid's FID Inception state dict{hint}: "
+                         f"{describe_mismatch(missing, unexpected)}. {_HELP}")
     sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     try:   # assign=True adopts the file's tensors directly
         model.load_state_dict(sd, assign=True)

@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm import tqdm
 
-from .. import __version__
+from ..version import __version__
 from ..io.files import WriteError, atomic_write
 from ..io.paths import check_output_folder, output_folder, refuse_overlap
 from ..io.weights import resolve_checkpoint_dir
@@ -131,7 +131,7 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
         run = _run_dir(Path(checkpoint)) if checkpoint else None
         curves = None
         if run is not None:
-            from ..training.metrics_log import read_metrics
+            from ..io.metrics_log import read_metrics
 
             path = training_curves(read_metrics(run), out_dir / "curves.png")
             curves = path.name if path else None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.files import InputError, decoder_message, find_files
+from ..io.inputs import InputError, decoder_message, find_files
 from ..io.files import atomic_write
 
 AUDIO_EXTENSIONS: tuple[str, ...] = (

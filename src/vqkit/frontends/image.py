@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
-from ..data.files import InputError, decoder_message, find_files
+from ..io.inputs import InputError, decoder_message, find_files
 from ..io.files import atomic_write
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")

@@ -4,6 +4,7 @@ or a run directory whose checkpoints/latest names one). Ground floor: imports no
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import torch
@@ -100,12 +101,42 @@ def load_matching(module: nn.Module, state: dict, where: str) -> None:
     _key_mismatch(missing, unexpected, where)
 
 
+def describe_mismatch(missing: list[str], unexpected: list[str], shown: int = 6) -> str:
+    """'missing keys [...], unexpected keys [...]' (the first `shown` of each), '' when both are empty."""
+    cut = lambda keys: f"{keys[:shown]}{'...' if len(keys) > shown else ''}"  # noqa: E731
+    return ", ".join(f"{what} keys {cut(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected))
+                     if keys)
+
+
+def key_difference(state: dict, expected) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) keys of `state` against the `expected` names, sorted."""
+    return sorted(set(expected) - state.keys()), sorted(state.keys() - set(expected))
+
+
 def _key_mismatch(missing: list[str], unexpected: list[str], where: str) -> None:
     if missing or unexpected:
-        raise ValueError(f"{where}: weights do not fit the configured model "
-                         f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}); "
+        raise ValueError(f"{where}: weights do not fit the configured model ({describe_mismatch(missing, unexpected, 3)}); "
                          "is this a checkpoint of another model?")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A third-party weight file (VGG, LPIPS, Inception): safetensors, or a PyTorch .pth/.pt read
+    with torch.load(weights_only=True), which refuses anything but tensors and plain containers."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        return dict(read_weights(Path(path)))
+    if suffix not in (".pth", ".pt"):
+        raise ValueError(f"{path}: expected a .pth, .pt or .safetensors state dict")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: refused to load: only plain tensor state dicts are accepted "
+                         f"(torch.load(weights_only=True) failed: {str(e).splitlines()[0]})") from e
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return dict(obj)
 
 
 def state_hash(state: dict[str, torch.Tensor]) -> str:

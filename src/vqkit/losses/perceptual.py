@@ -9,12 +9,12 @@ wheel's lpips/weights/v0.1/vgg.pth. Our VGG16 uses torchvision's parameter names
 from __future__ import annotations
 
 import os
-import pickle
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..io.weights import describe_mismatch, key_difference, read_state_dict
 
 # torchvision's configuration "D": conv widths, "M" = 2x2 max-pool.
 _CFG_D = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
@@ -41,30 +41,10 @@ def vgg16_keys(classifier: bool = True) -> list[str]:
     return [f"{n}.{p}" for n in names for p in ("weight", "bias")]
 
 
-def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    suffix = Path(path).suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return dict(load_file(path, device="cpu"))
-    if suffix not in (".pth", ".pt"):
-        raise ValueError(f"{path}: expected a .pth, .pt or .safetensors state dict")
-    try:  # weights_only: a weights file must never run code when unpickled
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused to load: only plain tensor state dicts are accepted "
-                         f"(torch.load(weights_only=True) failed: {str(e).splitlines()[0]})") from e
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state dict of tensors")
-    return dict(obj)
-
-
 def _check_keys(path: str, sd: dict, expected: list[str], what: str) -> None:
-    missing, unexpected = sorted(set(expected) - sd.keys()), sorted(sd.keys() - set(expected))
+    missing, unexpected = key_difference(sd, expected)
     if missing or unexpected:
-        raise ValueError(f"{path}: not {what}: missing keys {missing[:6]}{'...' if len(missing) > 6 else ''}, "
-                         f"unexpected keys {unexpected[:6]}{'...' if len(unexpected) > 6 else ''}")
+        raise ValueError(f"{path}: not {what}: {describe_mismatch(missing, unexpected)}")
 
 
 class VGG16Features(nn.Module):
@@ -142,7 +122,7 @@ def load_vgg16(path: str | None, allow_random: bool = False, *, classifier: bool
         model.reset_constants()
         _random_init(model, seed)
         return model.requires_grad_(False).eval()
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     if not classifier:
         sd = {k: v for k, v in sd.items() if not k.startswith("classifier.")}
     _check_keys(path, sd, vgg16_keys(classifier), "a torchvision vgg16 state dict (configuration D, no batch norm)")
@@ -161,7 +141,7 @@ def load_lpips_heads(path: str | None, allow_random: bool = False) -> dict[str, 
             where = "loss.lpips_weights is not set" if path is None else f"{path!r} does not exist"
             raise FileNotFoundError(f"LPIPS weights not found ({where}). {_LPIPS_HELP}")
         return None
-    sd = _read_state_dict(path)
+    sd = read_state_dict(path)
     _check_keys(path, sd, [f"lin{i}.model.1.weight" for i in range(5)], "an LPIPS (vgg) linear-head file")
     for i, c in enumerate(TAP_CHANNELS):
         if tuple(sd[f"lin{i}.model.1.weight"].shape) != (1, c, 1, 1):

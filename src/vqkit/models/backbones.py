@@ -98,8 +98,10 @@ class ResNet1dDecoder(nn.Module):
 
 def build_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig,
                    causal: bool = False) -> tuple[nn.Module, nn.Module]:
-    """causal (model.causal): encoder and decoder see only the past."""
+    """(encoder, decoder) of any backbone kind. causal (model.causal, mels): both see only the past."""
     if cfg.kind == "resnet1d":
         return (ResNet1dEncoder(in_channels, latent_dim, cfg, causal),
                 ResNet1dDecoder(in_channels, latent_dim, cfg, causal))
-    raise ValueError(f"unknown backbone {cfg.kind!r}")
+    from .backbones2d import build_image_backbone   # resnet2d, convnext, vit
+
+    return build_image_backbone(in_channels, latent_dim, cfg)

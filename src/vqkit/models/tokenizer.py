@@ -66,12 +66,7 @@ class Tokenizer(nn.Module):
         self.register_buffer("norm_mean", torch.full((channels,), 0.0 if image else -5.0))
         self.register_buffer("norm_std", torch.full((channels,), 1.0 if image else 2.0))
         self.quantizer = build_quantizer(m.quantizer)
-        if image:
-            from .backbones2d import build_image_backbone
-
-            self.encoder, self.decoder = build_image_backbone(channels, self.quantizer.dim, m.backbone)
-        else:
-            self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone, m.causal)
+        self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone, m.causal)
         self.refiner = (Refiner(channels, self.decoder.hidden_channels, m.refiner, layout=m.modality,
                                 causal=m.causal) if m.refiner.enabled else None)
         self.downsample = m.backbone.downsample

@@ -96,12 +96,15 @@ class StreamStates:
         for m in parts:
             if m.stream is not None:
                 raise RuntimeError("this model is already running another stream in this thread")
-            m.stream = self.states.setdefault(m, {})
+        # `stream` is a plain attribute (never a tensor or module), so nn.Module.__setattr__'s
+        # bookkeeping is skipped: it ran ~100 times per chunk
+        for m in parts:
+            object.__setattr__(m, "stream", self.states.setdefault(m, {}))
         try:
             yield self
         finally:
             for m in parts:
-                m.stream = None
+                object.__setattr__(m, "stream", None)
 
 
 def _ceil_to(n: int, k: int) -> int:

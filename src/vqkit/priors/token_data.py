@@ -19,10 +19,10 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ..data.files import SkipLog, describe_skips, with_skips
 from ..data.shards import INDEX as STORE_INDEX
+from ..data.step_batches import StepBatches
+from ..io.inputs import SkipLog, describe_skips, with_skips
 from ..tokens_io import TokenFileError, load_tokens, sidecar_path
 
 SPATIAL_AXES = {"mel": 1, "image": 2}
@@ -189,7 +189,7 @@ def pack_tokens(folder: str | Path, out_dir: str | Path, shard_bytes: int = 256 
     return Path(out_dir)
 
 
-class TokenBatches(Dataset):
+class TokenBatches(StepBatches):
     """`batches[step]` -> (tokens (B, L, c) int64 in raster order, labels (B,) int64 or an empty tensor).
 
     mel: `length` positions cut at a random offset from a sequence drawn with probability proportional
@@ -220,22 +220,18 @@ class TokenBatches(Dataset):
         self.indices = fits
         sizes = [corpus.arrays[i].shape[0] if corpus.modality == "mel" else 1 for i in fits]
         self.weights = torch.tensor(sizes, dtype=torch.float)
+        self.count = len(fits)
 
     @property
     def positions(self) -> int:
         """L: positions per example."""
         return int(np.prod(self.crop))
 
-    def __len__(self) -> int:
-        return 2**62   # indexed by step; never iterated to the end
-
-    def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = torch.Generator().manual_seed((self.seed * 1_000_003 + step) % (2**63))
-        picks = torch.multinomial(self.weights, self.batch_size, replacement=True, generator=g)
+    def batch(self, picks: list[int], g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         c = self.corpus.channels
         out = np.empty((self.batch_size, *self.crop, c), dtype=np.int64)
         labels = []
-        for row, k in enumerate(picks.tolist()):
+        for row, k in enumerate(picks):
             i = self.indices[k]
             arr = self.corpus.arrays[i]
             starts = [int(torch.randint(0, s - n + 1, (1,), generator=g)) for s, n in zip(arr.shape, self.crop)]

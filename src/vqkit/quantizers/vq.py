@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import QuantizerConfig
+from ..config import VQConfig
 from ..distributed import all_reduce_sum_, broadcast_, differentiable_sum
 from .base import Quantizer, QuantizerOutput, usage_stats
 
@@ -41,7 +41,7 @@ class VectorQuantizer(Quantizer):
     """forward(z (B, channels*dim, *spatial), mask (B, *spatial) | None) -> QuantizerOutput with
     indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
 
-    def __init__(self, cfg: QuantizerConfig):
+    def __init__(self, cfg: VQConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg

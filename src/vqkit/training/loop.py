@@ -27,9 +27,9 @@ from tqdm import tqdm
 from ..config import OptimConfig, TrainConfig
 from ..distributed import all_reduce_mean_, broadcast_, same_everywhere
 from ..io.weights import state_hash
+from ..io.metrics_log import MetricsLog
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
-from .metrics_log import MetricsLog
 
 
 class TrainingStopped(RuntimeError):
@@ -111,6 +111,18 @@ class TrainLoop:
         for m in modules:
             stack.enter_context(self.acc.no_sync(m))
         return stack
+
+    def accumulate(self, micro: list[tuple], micro_step: Callable[..., dict], *modules: nn.Module) -> dict[str, float]:
+        """The step skeleton every trainer shares: `micro_step(*micro_batch)` (forward and backward of
+        one micro-batch, returning what it logs) on each micro-batch, with DDP's gradient all-reduce
+        on the last one only; returns the mean of each logged value over the micro-batches."""
+        sums: dict[str, float] = {}
+        for i, batch in enumerate(micro):
+            with self.sync_unless_last(i, len(micro), *modules):
+                logs = micro_step(*batch)
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + float(v) / len(micro)
+        return sums
 
     def apply(self, opt, sched, groups: dict[str, list[nn.Parameter]]) -> dict[str, float]:
         """Clip each parameter group's gradient to optim.grad_clip on its own, step the groups whose

@@ -13,8 +13,8 @@ from ..config import save_config
 from ..config.prior_schema import PriorConfig
 from ..priors.prior import TokenPrior, tokens_meta
 from ..priors.token_data import TokenBatches, TokenCorpus
+from ..io.metrics_log import MetricsLog
 from .loop import TrainLoop, warmup
-from .metrics_log import MetricsLog
 
 EVAL_SEED = 1234   # held-out crops and MaskGIT masks: the same at every evaluation
 
@@ -75,15 +75,15 @@ class PriorTrainer(TrainLoop):
     def train_step(self, tokens: torch.Tensor, labels: torch.Tensor) -> dict[str, float] | None:
         self.model.train()
         micro = self.micro_batches(tokens, labels)
-        sums: dict[str, float] = {}
-        for i, (tb, lb) in enumerate(micro):
-            with self.sync_unless_last(i, len(micro), self.model):
-                with self.acc.autocast():
-                    # through the (DDP / compiled) wrapper's forward: TokenPrior.forward is its loss
-                    nll, stats = self.run_model(tb, lb)
-                self.acc.backward(nll / len(micro))
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v / len(micro)
+
+        def micro_step(tb: torch.Tensor, lb: torch.Tensor) -> dict:
+            with self.acc.autocast():
+                # through the (DDP / compiled) wrapper's forward: TokenPrior.forward is its loss
+                nll, stats = self.run_model(tb, lb)
+            self.acc.backward(nll / len(micro))
+            return stats
+
+        sums = self.accumulate(micro, micro_step, self.model)
         # a non-finite nll gives a non-finite gradient, which skips the update
         sums["grad_norm"] = self.apply(self.opt, self.sched, {"prior": self.model.parameters()})["prior"]
         return self.end_step(sums)

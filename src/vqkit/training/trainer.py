@@ -20,9 +20,9 @@ from ..config import Config, save_config
 from ..data.crops import normalization_stats
 from ..losses.objective import Objective, RealFakeDiscriminator
 from ..models.tokenizer import Tokenizer
+from ..io.metrics_log import MetricsLog
 from .components import make_batches, make_discriminator, make_perceptual, start_from
 from .loop import TrainingStopped, TrainLoop, warmup
-from .metrics_log import MetricsLog
 
 __all__ = ["Trainer", "TrainingStopped"]
 
@@ -94,12 +94,8 @@ class Trainer(TrainLoop):
         if self.image:
             mask = None
         micro = self.micro_batches(x, mask)
-        sums: dict[str, float] = {}
-        for i, (xb, mb) in enumerate(micro):
-            with self.sync_unless_last(i, len(micro), *([self.model, self.d_pair] if gan_on else [self.model])):
-                logs = self._micro_step(xb, mb, gan_on, len(micro))
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + float(v) / len(micro)
+        sums = self.accumulate(micro, lambda xb, mb: self._micro_step(xb, mb, gan_on, len(micro)),
+                               *([self.model, self.d_pair] if gan_on else [self.model]))
         if gan_on:
             sums["grad_norm_d"] = self.apply(self.opt_d, self.sched_d, {"discriminator": self.disc.parameters()})[
                 "discriminator"]

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..io.files import read_limited
+from .files import read_limited
 
 LOG_FIRST = 5   # skipped files logged one by one per reason, then only counted
 

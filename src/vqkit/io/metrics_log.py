@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.files import atomic_write
+from .files import atomic_write
 
 
 class MetricsLog:
