@@ -390,7 +390,7 @@ W, C = "model.safetensors", "config.yaml"
 CKPT_CASES = {   # name -> (break checkpoint dir d (root holds the others), exception, file named, phrase)
     "weights_of_another_width": (lambda d, r: shutil.copy(r / "wide" / W, d / W), ValueError, W, "do not fit"),
     "random_safetensors": (lambda d, r: save_file({"foo": torch.randn(3)}, str(d / W)), ValueError, W,
-                           "unexpected ['foo']"),
+                           "unexpected keys ['foo']"),
     "torch_save_zip": (lambda d, r: torch.save({"w": Trap(d.parent / "UNPICKLED")}, d / W), ValueError, W,
                        "zip archive (PyTorch's torch.save format), not safetensors; vqkit never unpickles"),
     "pickle": (lambda d, r: (d / W).write_bytes(pickle.dumps(Trap(d.parent / "UNPICKLED"))), ValueError, W,
