@@ -125,3 +125,30 @@ def test_band_channels_without_bands_are_refused():
     saved = load_config(preset="mqgan-refiner").to_dict()   # saved before: bands 0 with unused widths
     saved["discriminator"].update(bands=0, band_channels=[8, 16])
     assert config_from_dict(saved, "saved config.yaml", saved=True).discriminator.band_channels == []
+
+
+@pytest.mark.parametrize("preset", available_presets("prior"))
+def test_every_prior_preset_refuses_every_key_of_another_kind(preset):
+    from vqkit.config.prior_schema import PriorConfig
+
+    assert {k: sorted(v) for k, v in tagged_fields(PriorConfig)} == {"model": ["gpt", "maskgit"]}
+    kind = load_config(preset=preset, schema=PriorConfig).model.kind
+    for key, value in foreign_keys(tagged_fields(PriorConfig)[0][1], kind):
+        with pytest.raises(ConfigError, match=rf"model\.{key}: applies to kind .*not '{kind}'"):
+            load_config(preset=preset, schema=PriorConfig, overrides=[f"model.{key}={value}"])
+
+
+def test_a_prior_config_saved_flat_loads(tmp_path):
+    """Prior checkpoints saved before the split hold maskgit_* keys in a GPT's block."""
+    from vqkit.config import save_config
+    from vqkit.config.prior_schema import PriorConfig
+
+    flat = load_config(preset="prior-gpt", schema=PriorConfig).to_dict()
+    flat["model"].update(maskgit_steps=8, maskgit_temperature=4.5)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(flat))
+    cfg = load_config(path=tmp_path / "config.yaml", schema=PriorConfig, saved=True)
+    assert cfg == load_config(preset="prior-gpt", schema=PriorConfig)
+    with pytest.raises(ConfigError, match="model.maskgit_steps: applies to kind 'maskgit'"):
+        load_config(path=tmp_path / "config.yaml", schema=PriorConfig)
+    save_config(cfg, tmp_path / "again.yaml")
+    assert "maskgit_steps" not in (tmp_path / "again.yaml").read_text()

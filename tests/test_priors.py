@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vqkit.config import ConfigError, from_dict, load_config
-from vqkit.config.prior_schema import PriorModelConfig
+from vqkit.config.prior_schema import PRIOR_MODELS, PriorConfig, PriorModelConfig
 from vqkit.models.tokenizer import Tokenizer
 from vqkit.priors import GPTPrior, MaskGITPrior, build_prior, masked_counts
 from vqkit.priors.sampling import filter_logits, sample_logits, top_k_filter, top_p_filter
@@ -20,7 +20,7 @@ K = 16
 
 
 def tiny_cfg(kind: str = "gpt", **kw) -> PriorModelConfig:
-    return PriorModelConfig(kind=kind, **{"dim": 32, "depth": 2, "heads": 2, **kw}).validate()
+    return PRIOR_MODELS[kind](**{"dim": 32, "depth": 2, "heads": 2, **kw}).validate()
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -38,16 +38,20 @@ def count_calls(module: torch.nn.Module) -> tuple[list[int], torch.utils.hooks.R
 # ---- config ------------------------------------------------------------------------------------
 
 def test_config_loads_strictly_and_validation_names_the_key():
-    cfg = from_dict(PriorModelConfig, {"kind": "maskgit", "dim": 64, "heads": 4, "mlp_hidden": None,
-                                       "maskgit_temperature": 3}).validate()
+    cfg = from_dict(PriorConfig, {"model": {"kind": "maskgit", "dim": 64, "heads": 4, "mlp_hidden": None,
+                                            "maskgit_temperature": 3}}).validate().model
     assert cfg.kind == "maskgit" and cfg.maskgit_temperature == 3.0 and cfg.mlp_hidden is None
     with pytest.raises(ConfigError, match="depth_typo"):
-        from_dict(PriorModelConfig, {"depth_typo": 2})
-    for bad, key in [({"kind": "diffusion"}, "kind"), ({"dim": 30, "heads": 4}, "dim"),
-                     ({"dim": 12, "heads": 4}, "heads"), ({"depth": 0}, "depth"), ({"dropout": 1.0}, "dropout"),
-                     ({"maskgit_steps": 0}, "maskgit_steps"), ({"num_classes": -1}, "num_classes")]:
+        from_dict(PriorConfig, {"model": {"depth_typo": 2}})
+    with pytest.raises(ConfigError, match="model.kind: unknown kind 'diffusion'; available: gpt, maskgit"):
+        from_dict(PriorConfig, {"model": {"kind": "diffusion"}})
+    with pytest.raises(ConfigError, match="model.maskgit_steps: applies to kind 'maskgit', not 'gpt'"):
+        from_dict(PriorConfig, {"model": {"kind": "gpt", "maskgit_steps": 4}})
+    for kind, bad, key in [("gpt", {"dim": 30, "heads": 4}, "dim"), ("gpt", {"dim": 12, "heads": 4}, "heads"),
+                           ("gpt", {"depth": 0}, "depth"), ("maskgit", {"dropout": 1.0}, "dropout"),
+                           ("maskgit", {"maskgit_steps": 0}, "maskgit_steps"), ("gpt", {"num_classes": -1}, "num_classes")]:
         with pytest.raises(ConfigError, match=f"model.{key}"):
-            PriorModelConfig(**bad).validate()
+            PRIOR_MODELS[kind](**bad).validate()
 
 
 def test_build_prior_picks_the_kind_and_checks_inputs():

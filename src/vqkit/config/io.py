@@ -241,7 +241,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         data = _merge(data, read_yaml(p))
     if path is not None:
         raw = read_yaml(Path(path))
-        data = _merge(data, migrate_saved(raw) if saved and schema is Config else raw)
+        data = _merge(data, (migrate_saved(raw) if schema is Config else prune_kinds(schema, raw)) if saved else raw)
     if overrides:
         data = _merge(data, parse_overrides(overrides))
     where = str(path) if path is not None else (f"preset {preset}" if preset else "")
@@ -271,7 +271,7 @@ _SAVED_BEFORE = {("model", "backbone", "attention_frames"): None,   # channel at
                  ("model", "refiner", "norm"): "clip"}               # refiner GroupNorm over the whole clip
 
 
-def _prune_kinds(cls: type, data: Any) -> Any:
+def prune_kinds(cls: type, data: Any) -> Any:
     """`data` without the keys that the kinds it chose do not have: configs saved before per-kind
     configs held every kind's fields in one block, and those of other kinds were never used."""
     if not isinstance(data, dict):
@@ -286,15 +286,15 @@ def _prune_kinds(cls: type, data: Any) -> Any:
             chosen = kinds.get(kind) if isinstance(kind, str) else None
             if chosen is not None:   # other kinds' keys go; a key no kind has stays, to be refused
                 foreign = set().union(*map(_field_names, kinds.values())) - _field_names(chosen)
-                out[name] = _prune_kinds(chosen, {k: v for k, v in out[name].items() if k not in foreign})
+                out[name] = prune_kinds(chosen, {k: v for k, v in out[name].items() if k not in foreign})
         elif dataclasses.is_dataclass(tp):
-            out[name] = _prune_kinds(tp, out[name])
+            out[name] = prune_kinds(tp, out[name])
     return out
 
 
 def migrate_saved(data: dict) -> dict:
     """A saved (checkpoint or run) config as the current schema reads it, with the same meaning."""
-    data = _prune_kinds(Config, data)
+    data = prune_kinds(Config, data)
     disc = data.get("discriminator")
     if isinstance(disc, dict) and disc.get("kind", "mel") == "mel" and disc.get("bands") == 0:
         data = {**data, "discriminator": {**disc, "band_channels": []}}   # unused then; now refused unless []

@@ -13,14 +13,10 @@ from dataclasses import dataclass, field
 from .checks import check
 from .schema import TrainConfig
 
-PRIOR_KINDS = ("gpt", "maskgit")
-
-
 @dataclass
-class PriorModelConfig:
-    """gpt: causal transformer, one position per step (KV cache). maskgit: bidirectional transformer,
-    parallel decoding in a fixed number of steps."""
-    kind: str = "gpt"
+class _PriorModel:
+    """What both priors share (not a kind itself)."""
+    kind: str = ""
     dim: int = 256
     depth: int = 6
     heads: int = 4
@@ -28,24 +24,44 @@ class PriorModelConfig:
     dropout: float = 0.0
     num_classes: int = 0              # > 0: class-conditional; label `num_classes` is the null class (CFG)
     rope_base: float = 10000.0
-    maskgit_steps: int = 8            # forward passes per sample at generation
-    maskgit_temperature: float = 4.5  # initial Gumbel temperature on confidences, annealed linearly to 0
 
-    def validate(self) -> "PriorModelConfig":
-        check(self.kind in PRIOR_KINDS, "model.kind", f"unknown prior {self.kind!r}; available: {', '.join(PRIOR_KINDS)}")
+    def validate(self):
         check(self.dim >= 1, "model.dim", "must be >= 1")
         check(self.heads >= 1, "model.heads", "must be >= 1")
         check(self.dim % self.heads == 0, "model.dim", f"{self.dim} is not divisible by heads={self.heads}")
         check((self.dim // self.heads) % 2 == 0, "model.heads",
-               f"head width dim / heads = {self.dim // self.heads} must be even for rotary embeddings")
+              f"head width dim / heads = {self.dim // self.heads} must be even for rotary embeddings")
         check(self.depth >= 1, "model.depth", "must be >= 1")
         check(self.mlp_hidden is None or self.mlp_hidden >= 1, "model.mlp_hidden", "must be >= 1 or null")
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(self.num_classes >= 0, "model.num_classes", "must be >= 0 (0 = unconditional)")
         check(self.rope_base > 1, "model.rope_base", "must be > 1")
+        return self
+
+
+@dataclass
+class GPTConfig(_PriorModel):
+    """Causal transformer, one position per step (KV cache)."""
+    kind: str = "gpt"
+
+
+@dataclass
+class MaskGITConfig(_PriorModel):
+    """Bidirectional transformer, parallel decoding in a fixed number of steps."""
+    kind: str = "maskgit"
+    maskgit_steps: int = 8            # forward passes per sample at generation
+    maskgit_temperature: float = 4.5  # initial Gumbel temperature on confidences, annealed linearly to 0
+
+    def validate(self):
+        super().validate()
         check(self.maskgit_steps >= 1, "model.maskgit_steps", "must be >= 1")
         check(self.maskgit_temperature >= 0, "model.maskgit_temperature", "must be >= 0")
         return self
+
+
+# Tagged by kind (config/io.py): a GPT has no maskgit_* keys.
+PriorModelConfig = GPTConfig | MaskGITConfig
+PRIOR_MODELS = {"gpt": GPTConfig, "maskgit": MaskGITConfig}
 
 
 @dataclass
@@ -94,7 +110,7 @@ class SampleConfig:
 @dataclass
 class PriorConfig:
     name: str = "prior-gpt"
-    model: PriorModelConfig = field(default_factory=PriorModelConfig)
+    model: PriorModelConfig = field(default_factory=GPTConfig)
     data: PriorDataConfig = field(default_factory=PriorDataConfig)
     optim: PriorOptimConfig = field(default_factory=PriorOptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

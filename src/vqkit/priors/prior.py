@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError, from_dict, save_config
-from ..config.io import read_yaml
+from ..config.io import prune_kinds, read_yaml
 from ..config.prior_schema import PriorConfig
 from ..io.files import atomic_write, read_limited
 from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
@@ -121,7 +121,7 @@ class TokenPrior(nn.Module):
         raw = read_yaml(d / CONFIG_NAME, what="checkpoint config")   # names the file and the problem
         try:
             meta = json.loads(read_limited(d / META_NAME, 2**20, "prior metadata file"))
-            cfg = from_dict(PriorConfig, raw).validate()
+            cfg = from_dict(PriorConfig, prune_kinds(PriorConfig, raw)).validate()   # saved flat: other kinds' keys go
         except ValueError as e:
             raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None
         prior = cls(cfg, meta)
