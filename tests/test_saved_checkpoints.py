@@ -34,3 +34,22 @@ def test_new_configs_get_the_new_defaults():
     assert cfg.model.backbone.attention_frames == 31 and cfg.model.refiner.norm is None
     resumed = load_config(path=V01 / "config.yaml", saved=True)
     assert resumed.model.backbone.attention_frames is None and resumed.model.refiner.norm == "clip"
+
+
+def test_v0_1_checkpoint_encodes_a_file_through_the_cli(tmp_path):
+    """The sidecar's streaming facts must not fail on a model without a finite receptive field: it
+    says it does not stream (no latency) instead of refusing the file."""
+    import json
+    import soundfile as sf
+
+    from vqkit.cli import main
+
+    tok = Tokenizer.from_pretrained(V01)
+    sr = tok.config.model.mel.sample_rate
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), (np.random.default_rng(0).standard_normal(sr) * 0.1).astype(np.float32), sr)
+    assert main(["encode", str(V01), str(wav), "-o", str(tmp_path / "a.npy")]) == 0
+    side = json.loads((tmp_path / "a.json").read_text())
+    assert side["causal"] is False and side["latency_ms"] is None
+    assert np.array_equal(np.load(tmp_path / "a.npy"), tok.encode(tok.frontend(torch.from_numpy(
+        sf.read(str(wav), dtype="float32")[0]))).numpy())

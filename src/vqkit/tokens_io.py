@@ -30,7 +30,9 @@ def tokenizer_meta(tokenizer) -> dict:
     if tokenizer.modality == "mel":
         meta.update(tokens_per_second=tokenizer.tokens_per_second,
                     bits_per_second=tokenizer.tokens_per_second * meta["bits_per_token"])
-        if hasattr(tokenizer, "time_context"):   # the streaming facts, measured on the model
+        # the streaming facts, measured on the model; looked up on the class, since touching the
+        # property runs the probe, which raises for models without a finite field (time_facts says so)
+        if hasattr(type(tokenizer), "time_context"):
             from .models.time_context import time_facts
 
             facts = time_facts(tokenizer)
