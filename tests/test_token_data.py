@@ -3,6 +3,7 @@ per corpus, broken files skipped and counted, class folders as labels, and deter
 from __future__ import annotations
 
 import json
+import math
 from types import SimpleNamespace
 from typing import Callable
 
@@ -20,6 +21,7 @@ def fake_tokenizer(tokenizer_id: str = "tok-a", modality: str = "mel", codebook_
                    channels: int = 1) -> SimpleNamespace:
     return SimpleNamespace(tokenizer_id=tokenizer_id, config=SimpleNamespace(name="fake"), modality=modality,
                            codebook_size=codebook_size, tokens_per_position=channels, tokens_per_second=21.5,
+                           bits_per_token=math.log2(codebook_size), bits_per_second=21.5 * math.log2(codebook_size),
                            token_dims=(1 if modality == "mel" else 2) + (channels > 1))
 
 

@@ -3,7 +3,6 @@ tokenizer made them, so tokens are never decoded by a tokenizer they do not belo
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,9 @@ def tokenizer_meta(tokenizer) -> dict:
     meta = {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
             "modality": tokenizer.modality, "codebook_size": tokenizer.codebook_size,
             "channels_per_position": tokenizer.tokens_per_position}
-    meta["bits_per_token"] = math.log2(tokenizer.codebook_size)
+    meta["bits_per_token"] = tokenizer.bits_per_token
     if tokenizer.modality == "mel":
-        meta.update(tokens_per_second=tokenizer.tokens_per_second,
-                    bits_per_second=tokenizer.tokens_per_second * meta["bits_per_token"])
+        meta.update(tokens_per_second=tokenizer.tokens_per_second, bits_per_second=tokenizer.bits_per_second)
         # the streaming facts, measured on the model; looked up on the class, since touching the
         # property runs the probe, which raises for models without a finite field (time_facts says so)
         if hasattr(type(tokenizer), "time_context"):
