@@ -60,6 +60,17 @@ def _field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
+def _foreign_keys(kinds: dict[str, type], kind: str) -> dict[str, list[str]]:
+    """The keys other kinds have and `kind` has not -> those kinds (what a block of `kind` refuses,
+    and what a config saved with every kind's keys drops)."""
+    own = _field_names(kinds[kind])
+    out: dict[str, list[str]] = {}
+    for other, cls in kinds.items():
+        for name in _field_names(cls) - own:
+            out.setdefault(name, []).append(other)
+    return out
+
+
 def _tagged(kinds: dict[str, type], value: Any, key: str) -> Any:
     """The dataclass `value['kind']` names, built from value; a key that only another kind has is
     refused naming that kind (it would otherwise be accepted and ignored)."""
@@ -68,12 +79,11 @@ def _tagged(kinds: dict[str, type], value: Any, key: str) -> Any:
     kind = value.get("kind", next(iter(kinds)))
     if not isinstance(kind, str) or kind not in kinds:
         raise ConfigError(f"{key}.kind: unknown kind {kind!r}; available: {', '.join(kinds)}")
-    own = _field_names(kinds[kind])
+    foreign = _foreign_keys(kinds, kind)
     for name in value:
-        others = [k for k, cls in kinds.items() if k != kind and name in _field_names(cls)]
-        if name not in own and others:
-            raise ConfigError(f"{key}.{name}: applies to kind {' / '.join(map(repr, others))}, not {kind!r} "
-                              f"(keys of kind {kind!r}: {', '.join(sorted(own))})")
+        if name in foreign:
+            raise ConfigError(f"{key}.{name}: applies to kind {' / '.join(map(repr, foreign[name]))}, not {kind!r} "
+                              f"(keys of kind {kind!r}: {', '.join(sorted(_field_names(kinds[kind])))})")
     return from_dict(kinds[kind], value, key)
 
 
@@ -133,10 +143,9 @@ def _merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for k, v in update.items():
         old = out.get(k)
-        if isinstance(v, dict) and isinstance(old, dict) and not ("kind" in v and "kind" in old and v["kind"] != old["kind"]):
-            out[k] = _merge(old, v)
-        else:
-            out[k] = v
+        both = isinstance(v, dict) and isinstance(old, dict)
+        kind_changes = both and "kind" in v and "kind" in old and v["kind"] != old["kind"]
+        out[k] = _merge(old, v) if both and not kind_changes else v
     return out
 
 
@@ -283,10 +292,9 @@ def prune_kinds(cls: type, data: Any) -> Any:
         kinds = tagged_kinds(tp)
         if kinds is not None:
             kind = out[name].get("kind", next(iter(kinds)))
-            chosen = kinds.get(kind) if isinstance(kind, str) else None
-            if chosen is not None:   # other kinds' keys go; a key no kind has stays, to be refused
-                foreign = set().union(*map(_field_names, kinds.values())) - _field_names(chosen)
-                out[name] = prune_kinds(chosen, {k: v for k, v in out[name].items() if k not in foreign})
+            if isinstance(kind, str) and kind in kinds:   # other kinds' keys go; a key no kind has stays, to be refused
+                foreign = _foreign_keys(kinds, kind)
+                out[name] = prune_kinds(kinds[kind], {k: v for k, v in out[name].items() if k not in foreign})
         elif dataclasses.is_dataclass(tp):
             out[name] = prune_kinds(tp, out[name])
     return out

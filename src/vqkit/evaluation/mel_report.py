@@ -87,7 +87,7 @@ class MelExamples:
 
         for k, v in audio_pair_metrics(est, ref, self.vocoder.sample_rate).items():
             key = f"{prefix}vocoded_{k}"
-            if isinstance(v, (int, float)) and v is not None:
+            if isinstance(v, (int, float)):
                 self.sums[key] = self.sums.get(key, 0.0) + float(v)
                 self.counts[key] = self.counts.get(key, 0) + 1
             elif isinstance(v, str):

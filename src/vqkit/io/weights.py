@@ -85,7 +85,7 @@ def check_fits(skeleton: nn.Module, path: Path, where: str) -> None:
                          f"the file has {list(shapes[k])}, the config gives {list(expected[k])}"
                          f"{f', and {len(wrong) - 1} more' if len(wrong) > 1 else ''}); is this a checkpoint "
                          "of another model, or was its config edited?")
-    _key_mismatch(sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected)), where)
+    _key_mismatch(*key_difference(shapes, expected), where)
     size = sum(v.numel() * v.element_size() for v in skeleton.state_dict().values())
     refuse_if_over([(where, size, "the weights")], "loading this model", gpu=False)
 
@@ -115,8 +115,8 @@ def key_difference(state: dict, expected) -> tuple[list[str], list[str]]:
 
 def _key_mismatch(missing: list[str], unexpected: list[str], where: str) -> None:
     if missing or unexpected:
-        raise ValueError(f"{where}: weights do not fit the configured model ({describe_mismatch(missing, unexpected, 3)}); "
-                         "is this a checkpoint of another model?")
+        raise ValueError(f"{where}: weights do not fit the configured model "
+                         f"({describe_mismatch(missing, unexpected, 3)}); is this a checkpoint of another model?")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
