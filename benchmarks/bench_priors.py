@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 
 from common import RESULTS, add_device_arg, add_repeat_args, add_threads_out_args, count, fmt  # noqa: E402
 from common import loadavg, print_table, setup_device, start_run, timed, wall_line, write_report  # noqa: E402
-from vqkit.config.prior_schema import PRIOR_MODELS  # noqa: E402
+from vqkit.config import tagged_kinds  # noqa: E402
+from vqkit.config.prior_schema import PriorModelConfig  # noqa: E402
 from vqkit.priors import build_prior  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "priors.json"
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         models = {}
         for kind in ("gpt", "maskgit"):
             torch.manual_seed(0)
-            cfg = PRIOR_MODELS[kind](dim=args.dim, depth=args.depth, heads=args.heads).validate()
+            cfg = tagged_kinds(PriorModelConfig)[kind](dim=args.dim, depth=args.depth, heads=args.heads).validate()
             models[kind] = build_prior(cfg, args.codebook, args.channels, max_len=length).to(device).eval()
             params[kind] = count(models[kind])
         for label, kind, kwargs in methods(length, args):

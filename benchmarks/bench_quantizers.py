@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 from common import RESULTS, add_device_arg, add_repeat_args, add_threads_out_args, clear_rss_peak  # noqa: E402
 from common import count, cpu_seconds, fmt, loadavg, mem_column, print_table, proc_status_mb  # noqa: E402
 from common import setup_device, start_run, sys_seconds, time_calls, wall_line, write_report  # noqa: E402
-from vqkit.config import FSQConfig, VQConfig  # noqa: E402
+from vqkit.config import QuantizerConfig, VQConfig, tagged_kinds  # noqa: E402
 from vqkit.quantizers import build_quantizer  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "quantizers.json"
@@ -191,7 +191,7 @@ def make_quantizer(fields: dict, size: int, levels: list[int], dim: int):
         # Every option sees the same N vectors of width `dim`; multichannel splits each into
         # `channels` chunks of dim / channels, so it makes channels x N lookups.
         f.update(codebook_size=size, dim=dim // channels)
-    cfg = (FSQConfig if f["kind"] == "fsq" else VQConfig)(**f)
+    cfg = tagged_kinds(QuantizerConfig)[f["kind"]](**f)
     cfg.validate()
     return build_quantizer(cfg), cfg
 

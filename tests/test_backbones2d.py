@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqkit.config import BackboneConfig, ConvNeXtConfig, ResNet2dConfig, ViTConfig
+from vqkit.config import BackboneConfig, tagged_kinds
 from vqkit.models.backbones2d import build_image_backbone
 from vqkit.nn.spatial_norm import SpatialNorm
 from vqkit.nn.window_attention import WindowAttention2d
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 def make_cfg(kind: str = "resnet2d", **kw) -> BackboneConfig:
     base = dict(channels=[16, 32], downsample=4)
-    cfg = {"resnet2d": ResNet2dConfig, "convnext": ConvNeXtConfig, "vit": ViTConfig}[kind](**{**base, **kw})
+    cfg = tagged_kinds(BackboneConfig)[kind](**{**base, **kw})
     cfg.validate()
     return cfg
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqkit.config import MelDiscriminatorConfig, PatchGANConfig, StyleGANConfig
+from vqkit.config import DiscriminatorConfig, MelDiscriminatorConfig, tagged_kinds
 from vqkit.losses.gan import d_loss, lecam
 from vqkit.models.image_discriminators import (PatchGAN, StyleGANDiscriminator, build_image_discriminator,
                                                minibatch_stddev)
@@ -18,7 +18,7 @@ KINDS = ("patchgan", "stylegan")
 
 def make(kind, channels=(32, 64, 64), in_channels=3, seed=0):
     torch.manual_seed(seed)
-    cfg = {"patchgan": PatchGANConfig, "stylegan": StyleGANConfig}[kind](patch_channels=list(channels))
+    cfg = tagged_kinds(DiscriminatorConfig)[kind](patch_channels=list(channels))
     return build_image_discriminator(cfg, in_channels)
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from vqkit.config import ConfigError, from_dict, load_config
-from vqkit.config.prior_schema import PRIOR_MODELS, PriorConfig, PriorModelConfig
+from vqkit.config import ConfigError, from_dict, load_config, tagged_kinds
+from vqkit.config.prior_schema import PriorConfig, PriorModelConfig
 from vqkit.models.tokenizer import Tokenizer
 from vqkit.priors import GPTPrior, MaskGITPrior, build_prior, masked_counts
 from vqkit.priors.sampling import filter_logits, sample_logits, top_k_filter, top_p_filter
@@ -17,6 +17,7 @@ from vqkit.priors.sampling import filter_logits, sample_logits, top_k_filter, to
 pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 K = 16
+PRIOR_MODELS = tagged_kinds(PriorModelConfig)   # kind -> its config class
 
 
 def tiny_cfg(kind: str = "gpt", **kw) -> PriorModelConfig:

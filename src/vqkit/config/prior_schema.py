@@ -61,7 +61,6 @@ class MaskGITConfig(_PriorModel):
 
 # Tagged by kind (config/io.py): a GPT has no maskgit_* keys.
 PriorModelConfig = GPTConfig | MaskGITConfig
-PRIOR_MODELS = {"gpt": GPTConfig, "maskgit": MaskGITConfig}
 
 
 @dataclass
