@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from vqkit.config import load_config
@@ -53,3 +54,19 @@ def test_v0_1_checkpoint_encodes_a_file_through_the_cli(tmp_path):
     assert side["causal"] is False and side["latency_ms"] is None
     assert np.array_equal(np.load(tmp_path / "a.npy"), tok.encode(tok.frontend(torch.from_numpy(
         sf.read(str(wav), dtype="float32")[0]))).numpy())
+
+
+def test_the_unbounded_answer_is_measured_once(monkeypatch):
+    """Every file of a folder asks whether the model streams (windows, sidecar): the probe that
+    says it cannot runs once per model, not once per question."""
+    import vqkit.models.time_context as tc
+
+    calls = []
+    real = tc.probe_time_context
+    monkeypatch.setattr(tc, "probe_time_context", lambda tok: calls.append(1) or real(tok))
+    tok = Tokenizer.from_pretrained(V01)
+    for _ in range(3):
+        assert tok.bounded is False
+        with pytest.raises(tc.UnboundedContext, match="depends on the whole clip"):
+            tok.time_context
+    assert len(calls) == 1

@@ -41,9 +41,14 @@ def mel_of_file(tok, path: str | Path, block_seconds: float = 20.0) -> Iterator[
 def encode_file(tok, path: str | Path) -> torch.Tensor:
     """Tokens of an audio file: (T',) or (T', c)."""
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        return tok.encode(torch.cat(list(mel_of_file(tok, path)), -1))
+        return tok.encode(_whole_mel(tok, path))
     enc = tok.stream_encoder(LONG_WINDOW)
     return torch.cat([enc.push(m) for m in mel_of_file(tok, path)] + [enc.flush()], dim=0)
+
+
+def _whole_mel(tok, path: str | Path) -> torch.Tensor:
+    """The whole file's log-mel in memory: only for models without a finite receptive field."""
+    return torch.cat(list(mel_of_file(tok, path)), -1)
 
 
 def _frames(tok, tokens: torch.Tensor, refined: bool) -> Iterator[torch.Tensor]:
@@ -97,8 +102,7 @@ def reconstruct_file(tok, src: str | Path, dst: str | Path, vocoder, refined: bo
                      save_mel: Path | None = None) -> float:
     """Audio file -> tokens -> audio file, streamed end to end; the output has the input's frames."""
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        mel = torch.cat(list(mel_of_file(tok, src)), -1)
-        return write_wav(dst, iter([tok.reconstruct(mel, refined)]), vocoder, save_mel)
+        return write_wav(dst, iter([tok.reconstruct(_whole_mel(tok, src), refined)]), vocoder, save_mel)
     enc = tok.stream_encoder(LONG_WINDOW)
     dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample))
 

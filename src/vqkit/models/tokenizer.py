@@ -72,7 +72,7 @@ class Tokenizer(nn.Module):
         self.downsample = m.backbone.downsample
         self.tokens_per_position = self.quantizer.tokens_per_position
         self._id: str | None = None   # cached tokenizer_id of loaded (fixed) weights
-        self._time_context = None      # cached receptive field (depends on the architecture only)
+        self._time_context = None      # cached receptive field, or why there is none (architecture only)
 
     # ---- units ---------------------------------------------------------------------------
     def _per_channel(self, v: torch.Tensor) -> torch.Tensor:
@@ -193,11 +193,17 @@ class Tokenizer(nn.Module):
     # ---- time: receptive field, streams, latency ----------------------------------------
     @property
     def time_context(self):
-        """How far along time tokens and frames look (mels): measured on the model, once."""
+        """How far along time tokens and frames look (mels): measured on the model, once. A model
+        without a finite field raises UnboundedContext, also once measured: the answer is kept."""
         if self._time_context is None:
-            from .time_context import probe_time_context
+            from .time_context import UnboundedContext, probe_time_context
 
-            self._time_context = probe_time_context(self)
+            try:
+                self._time_context = probe_time_context(self)
+            except UnboundedContext as e:
+                self._time_context = e
+        if isinstance(self._time_context, Exception):
+            raise self._time_context
         return self._time_context
 
     def stream_encoder(self, window_frames: int = 1024):
