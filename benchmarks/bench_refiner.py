@@ -25,7 +25,7 @@ from budget import BudgetRun, train_and_score  # noqa: E402
 from common import RESULTS, fmt, loadavg, print_table, setup_device, start_run, write_report  # noqa: E402
 
 RATES = {"86": "mqgan-refiner", "21": "mqgan-refiner-21"}
-MODES = {"none": ["model.refiner.enabled=false"], "isolated": [], "shared": ["model.refiner.mode=shared"]}
+MODES = {"none": ["model.refiner=null"], "isolated": [], "shared": ["model.refiner.mode=shared"]}
 SEARCH = {   # isolated refiner, one change each, beside the default in the same set
     "x1": [],
     "x0.5": ["model.refiner.base_channels=4"],

@@ -30,9 +30,18 @@ def leaf_paths(cls: type = Config, prefix: str = "") -> dict[str, typing.Any]:
                 out.update(leaf_paths(kind_cls, key + "."))
         elif dataclasses.is_dataclass(hints[f.name]):
             out.update(leaf_paths(hints[f.name], key + "."))
+        elif optional_block(hints[f.name]):   # a block that may be null (model.refiner): both
+            out[key] = hints[f.name]
+            out.update(leaf_paths(optional_block(hints[f.name]), key + "."))
         else:
             out[key] = hints[f.name]
     return out
+
+
+def optional_block(tp) -> type | None:
+    """The dataclass of `SomeConfig | None`, else None."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if len(args) == 1 and type(None) in typing.get_args(tp) and dataclasses.is_dataclass(args[0]) else None
 
 
 LEAVES = leaf_paths()

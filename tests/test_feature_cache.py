@@ -195,7 +195,7 @@ def test_train_uses_the_cache_and_image_models_reject_it(folder, tmp_path, capsy
     image = ["train", "--preset", "movq", "--data", str(folder), "--out", str(tmp_path / "img"),
              f"data.feature_cache={cache}", "train.steps=1"]
     assert main(image) == 2
-    assert "data.feature_cache: applies to mel (audio) models only" in capsys.readouterr().err
+    assert "data.feature_cache: applies to modality 'mel', not 'image'" in capsys.readouterr().err
     empty = ["train", "--preset", "mqgan-refiner", "--data", str(folder), "--out", str(tmp_path / "run2"),
              "data.feature_cache=", "train.steps=1"]
     assert main(empty) == 2

@@ -126,7 +126,7 @@ def test_phase_two_needs_a_start_and_a_fitting_one(tmp_path, photos):
 
 @pytest.mark.parametrize("mode", ["isolated", "shared"])
 def test_refiner_on_images_isolates_the_base_model(photos, mode):
-    cfg = tiny("vqgan", "model.refiner.enabled=true", f"model.refiner.mode={mode}", "model.refiner.base_channels=4",
+    cfg = tiny("vqgan", f"model.refiner.mode={mode}", "model.refiner.base_channels=4",
                "model.refiner.channel_mults=[1,2]")
     tok = Tokenizer(cfg)
     out = tok(torch.stack([p[:, :32, :32] for p in photos]))

@@ -40,8 +40,9 @@ TINY = {
 
 def tiny_config(**changes) -> Config:
     """Tiny config through the real override path; keys use '__' for '.'."""
-    values = dict(TINY)
-    values.update({k.replace("__", "."): v for k, v in changes.items()})
+    changes = {k.replace("__", "."): v for k, v in changes.items()}
+    values = {k: v for k, v in TINY.items() if not any(k.startswith(c + ".") for c in changes)}   # a block replaced whole
+    values.update(changes)
     return load_config(overrides=[f"{k}={json.dumps(v)}" for k, v in values.items()])
 
 
@@ -155,7 +156,7 @@ def test_hidden_projection_is_trained(mode):
 
 
 def test_refiner_disabled_outputs_draft():
-    model = tiny_tokenizer(model__refiner__enabled=False).eval()
+    model = tiny_tokenizer(model__refiner=None).eval()
     assert model.refiner is None
     out = model(random_log_mel(1, N_MELS, 8))
     assert out.refined is None and out.output is out.draft
@@ -330,12 +331,12 @@ def test_from_pretrained_missing_directory(tmp_path):
 def test_from_pretrained_weights_of_another_model_structure(tmp_path):
     """Weights saved with a refiner, config without one: missing/unexpected keys."""
     d = tiny_tokenizer().save_pretrained(tmp_path / "ckpt")
-    save_config(tiny_config(model__refiner__enabled=False), d / CONFIG_NAME)
+    save_config(tiny_config(model__refiner=None), d / CONFIG_NAME)
     with pytest.raises(ValueError, match="do not fit") as err:
         Tokenizer.from_pretrained(d)
     assert "refiner" in str(err.value)
     # and the other way round: config with a refiner, weights without one
-    d2 = tiny_tokenizer(model__refiner__enabled=False).save_pretrained(tmp_path / "ckpt2")
+    d2 = tiny_tokenizer(model__refiner=None).save_pretrained(tmp_path / "ckpt2")
     save_config(tiny_config(), d2 / CONFIG_NAME)
     with pytest.raises(ValueError, match="do not fit"):
         Tokenizer.from_pretrained(d2)

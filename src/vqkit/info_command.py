@@ -39,7 +39,7 @@ def cmd_info(args) -> int:
                       f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
                       f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
         "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),
-        "refiner": m.refiner.mode if m.refiner.enabled else "off",
+        "refiner": m.refiner.mode if m.refiner is not None else "off",
         "trained_steps": _trained_steps(ckpt / "train_state.json"),
     }
     if m.modality == "mel":

@@ -12,7 +12,9 @@ from typing import Any
 import yaml
 
 from ..io.files import TooLargeError, atomic_write, read_limited
+from .migrate import migrate_saved, prune_kinds
 from .schema import Config, ConfigError
+from .tagged import chosen_kind, field_names, follow_tags, foreign_keys, merge, tag_name, tagged_kinds  # noqa: F401
 
 PRESET_DIR = Path(__file__).parent.parent / "presets"
 YAML_LIMIT = 2**20        # bytes: a full config is a few KB
@@ -28,11 +30,15 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     bad = [k for k in data if not isinstance(k, str)]
     if bad:
         raise ConfigError(f"{where or 'config'}: keys must be names, got {bad[0]!r}")
+    data = follow_tags(cls, data)
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = field_names(cls)
     unknown = sorted(set(data) - names)
+    prefix = where + "." if where else ""
+    for name in unknown:
+        if name in getattr(cls, "REMOVED", {}):   # a key that once existed: say what replaced it
+            raise ConfigError(f"{prefix}{name}: no longer a key; {cls.REMOVED[name]}")
     if unknown:
-        prefix = where + "." if where else ""
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f"did you mean {prefix}{close[0]}? " if close else ""
         name = unknown[0] if unknown[0].isprintable() and unknown[0].strip() else repr(unknown[0])   # "\n" stays one line
@@ -41,49 +47,19 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     return cls(**kwargs)
 
 
-def tagged_kinds(tp: Any) -> dict[str, type] | None:
-    """{kind: dataclass} when `tp` is a tagged union (dataclasses that each default `kind` to their
-    own name, e.g. FSQConfig | VQConfig); None for any other type. The first is the default kind."""
-    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
-        return None
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    kinds: dict[str, type] = {}
-    for a in args:
-        kind = {f.name: f.default for f in dataclasses.fields(a)}.get("kind") if dataclasses.is_dataclass(a) else None
-        if not isinstance(kind, str):
-            return None
-        kinds[kind] = a
-    return kinds or None
-
-
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def _foreign_keys(kinds: dict[str, type], kind: str) -> dict[str, list[str]]:
-    """The keys other kinds have and `kind` has not -> those kinds (what a block of `kind` refuses,
-    and what a config saved with every kind's keys drops)."""
-    own = _field_names(kinds[kind])
-    out: dict[str, list[str]] = {}
-    for other, cls in kinds.items():
-        for name in _field_names(cls) - own:
-            out.setdefault(name, []).append(other)
-    return out
-
-
 def _tagged(kinds: dict[str, type], value: Any, key: str) -> Any:
-    """The dataclass `value['kind']` names, built from value; a key that only another kind has is
+    """The dataclass the block's tag names, built from value; a key that only another kind has is
     refused naming that kind (it would otherwise be accepted and ignored)."""
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-    kind = value.get("kind", next(iter(kinds)))
+    tag, kind = tag_name(next(iter(kinds.values()))), chosen_kind(kinds, value)
     if not isinstance(kind, str) or kind not in kinds:
-        raise ConfigError(f"{key}.kind: unknown kind {kind!r}; available: {', '.join(kinds)}")
-    foreign = _foreign_keys(kinds, kind)
+        raise ConfigError(f"{key}.{tag}: unknown {tag} {kind!r}; available: {', '.join(kinds)}")
+    foreign = foreign_keys(kinds, kind)
     for name in value:
         if name in foreign:
-            raise ConfigError(f"{key}.{name}: applies to kind {' / '.join(map(repr, foreign[name]))}, not {kind!r} "
-                              f"(keys of kind {kind!r}: {', '.join(sorted(_field_names(kinds[kind])))})")
+            raise ConfigError(f"{key}.{name}: applies to {tag} {' / '.join(map(repr, foreign[name]))}, not {kind!r} "
+                              f"(keys of {tag} {kind!r}: {', '.join(sorted(field_names(kinds[kind])))})")
     return from_dict(kinds[kind], value, key)
 
 
@@ -135,18 +111,6 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")
-
-
-def _merge(base: dict, update: dict) -> dict:
-    """update over base, recursively. A block whose `kind` changes is replaced, not merged: the keys
-    of the old kind (a preset's FSQ levels) do not belong to the new one (model.quantizer.kind=vq)."""
-    out = dict(base)
-    for k, v in update.items():
-        old = out.get(k)
-        both = isinstance(v, dict) and isinstance(old, dict)
-        kind_changes = both and "kind" in v and "kind" in old and v["kind"] != old["kind"]
-        out[k] = _merge(old, v) if both and not kind_changes else v
-    return out
 
 
 def yaml_problem(e: BaseException) -> str:
@@ -247,12 +211,12 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         p = _preset_dir(kind) / f"{preset}.yaml"
         if not p.exists():
             raise ConfigError(f"unknown preset {preset!r} ({kind}s); available: {', '.join(available_presets(kind))}")
-        data = _merge(data, read_yaml(p))
+        data = merge(data, read_yaml(p))
     if path is not None:
         raw = read_yaml(Path(path))
-        data = _merge(data, (migrate_saved(raw) if schema is Config else prune_kinds(schema, raw)) if saved else raw)
+        data = merge(data, (migrate_saved(raw) if schema is Config else prune_kinds(schema, raw)) if saved else raw)
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
+        data = merge(data, parse_overrides(overrides))
     where = str(path) if path is not None else (f"preset {preset}" if preset else "")
     try:
         cfg = from_dict(schema, data)
@@ -268,58 +232,9 @@ def _override_of(message: str, overrides: list[str]) -> str | None:
     key = message.split(":", 1)[0].split("[", 1)[0].strip()
     for item in reversed(overrides):
         name = item.split("=", 1)[0].strip()
-        if "=" in item and (key == name or key.startswith(name + ".")):
+        if "=" in item and (key == name or key.startswith(name + ".") or name.startswith(key + ".")):
             return f"override {item!r}"
     return None
-
-
-# Keys added after configs were first saved, with the value that reproduces what a config saved
-# without them meant (a saved config is complete, so an absent key means "saved before it existed").
-# Mel models only: image models never had these behaviours.
-_SAVED_BEFORE = {("model", "backbone", "attention_frames"): None,   # channel attention over the whole clip
-                 ("model", "refiner", "norm"): "clip"}               # refiner GroupNorm over the whole clip
-
-
-def prune_kinds(cls: type, data: Any) -> Any:
-    """`data` without the keys that the kinds it chose do not have: configs saved before per-kind
-    configs held every kind's fields in one block, and those of other kinds were never used."""
-    if not isinstance(data, dict):
-        return data
-    out = dict(data)
-    for name, tp in typing.get_type_hints(cls).items():
-        if not isinstance(out.get(name), dict):
-            continue
-        kinds = tagged_kinds(tp)
-        if kinds is not None:
-            kind = out[name].get("kind", next(iter(kinds)))
-            if isinstance(kind, str) and kind in kinds:   # other kinds' keys go; a key no kind has stays, to be refused
-                foreign = _foreign_keys(kinds, kind)
-                out[name] = prune_kinds(kinds[kind], {k: v for k, v in out[name].items() if k not in foreign})
-        elif dataclasses.is_dataclass(tp):
-            out[name] = prune_kinds(tp, out[name])
-    return out
-
-
-def migrate_saved(data: dict) -> dict:
-    """A saved (checkpoint or run) config as the current schema reads it, with the same meaning."""
-    data = prune_kinds(Config, data)
-    disc = data.get("discriminator")
-    if isinstance(disc, dict) and disc.get("kind", "mel") == "mel" and disc.get("bands") == 0:
-        data = {**data, "discriminator": {**disc, "band_channels": []}}   # unused then; now refused unless []
-    model = data.get("model")
-    if not isinstance(model, dict) or model.get("modality", "mel") != "mel":
-        return data
-    out = _merge(data, {})
-    for path, value in _SAVED_BEFORE.items():
-        node = out
-        for name in path[:-1]:
-            if not isinstance(node.get(name), dict):
-                break
-            node[name] = dict(node[name])
-            node = node[name]
-        else:
-            node.setdefault(path[-1], value)
-    return out
 
 
 def config_from_dict(data: dict, where: str = "", saved: bool = False) -> Config:

@@ -4,6 +4,7 @@ builds the dataclass a block's kind names, so other kinds' keys are refused by c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .checks import check
 
@@ -186,8 +187,10 @@ QuantizerConfig = FSQConfig | VQConfig
 
 @dataclass
 class RefinerConfig:
-    """Small UNet that turns the decoder's draft into the refined output (a residual)."""
-    enabled: bool = True
+    """Small UNet that turns the decoder's draft into the refined output (a residual). A model
+    without one has `model.refiner: null` (there are no refiner options to ignore then)."""
+    REMOVED: ClassVar[dict[str, str]] = {"enabled": "the refiner is off with model.refiner=null and on with a "
+                                                    "refiner block (model.refiner={} for the defaults)"}
     mode: str = "isolated"          # "isolated": refined losses never reach the base model; "shared": reference
     base_channels: int = 16
     channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4])
@@ -215,28 +218,79 @@ class ImageConfig:
 
 
 @dataclass
-class ModelConfig:
-    modality: str = "mel"           # "mel" (audio) or "image"
-    # Encoder, decoder and refiner see only the past (left-padded convolutions, causal statistics,
-    # pooling aligned to the past): tokens and frames stream chunk by chunk. Mels only.
-    causal: bool = False
-    mel: MelConfig = field(default_factory=MelConfig)
-    image: ImageConfig = field(default_factory=ImageConfig)
+class _Model:
+    """What every modality's model block has (not a kind itself): the tokenizer's parts."""
+    TAG: ClassVar[str] = "modality"     # the key that picks the dataclass (config/io.py)
+    modality: str = ""
     backbone: BackboneConfig = field(default_factory=ResNet1dConfig)
     quantizer: QuantizerConfig = field(default_factory=FSQConfig)
-    refiner: RefinerConfig = field(default_factory=RefinerConfig)
+    refiner: RefinerConfig | None = field(default_factory=RefinerConfig)
 
     def validate(self) -> None:
-        check(self.modality in ("mel", "image"), "model.modality", "must be 'mel' or 'image'")
-        self.mel.validate(); self.image.validate(); self.backbone.validate(); self.quantizer.validate()
-        self.refiner.validate()
+        self.backbone.validate(); self.quantizer.validate()
+        if self.refiner is not None:
+            self.refiner.validate()
         check(self.backbone.is_image == (self.modality == "image"), "model.backbone.kind",
                f"{self.backbone.kind!r} does not fit modality {self.modality!r}")
-        image = self.modality == "image"
-        check(not (image and self.causal), "model.causal", "applies to mel models only")
-        check(not (image and self.refiner.norm == "frame"), "model.refiner.norm",
-               "'frame' applies to mel models only (images: 'clip' or null)")
-        check(not (self.causal and self.refiner.norm == "clip"), "model.refiner.norm",
+
+
+@dataclass
+class MelModelConfig(_Model):
+    """A mel (audio) tokenizer: the mel frontend's settings and whether everything is causal."""
+    modality: str = "mel"
+    # Encoder, decoder and refiner see only the past (left-padded convolutions, causal statistics,
+    # pooling aligned to the past): tokens and frames stream chunk by chunk.
+    causal: bool = False
+    mel: MelConfig = field(default_factory=MelConfig)
+
+    # The signal's shape, for the tokenizer: (n_mels, T), one spatial axis. The model starts from a
+    # log-mel's typical per-bin mean and scale (unit-scale inputs from the first step).
+    spatial_dims: ClassVar[int] = 1
+    norm_init: ClassVar[tuple[float, float]] = (-5.0, 2.0)
+
+    @property
+    def input_channels(self) -> int:
+        return self.mel.n_mels
+
+    def input_shape_text(self) -> str:
+        return f"log-mel of shape (n_mels={self.mel.n_mels}, T) or (B, n_mels, T)"
+
+    def validate(self) -> None:
+        super().validate()
+        self.mel.validate()
+        norm = self.refiner.norm if self.refiner is not None else None
+        check(not (self.causal and norm == "clip"), "model.refiner.norm",
                "'clip' statistics see the whole clip, so a causal model cannot use them")
         check(not (self.causal and self.backbone.attention_frames is None), "model.backbone.attention_frames",
                "null (the whole clip) sees the future, so a causal model needs a window")
+
+
+@dataclass
+class ImageModelConfig(_Model):
+    """An image tokenizer: its input's channels. Image kinds come first, so a backbone block
+    without `kind` is resnet2d."""
+    causal: ClassVar[bool] = False      # images have no time axis to be causal in
+    modality: str = "image"
+    image: ImageConfig = field(default_factory=ImageConfig)
+    backbone: ResNet2dConfig | ConvNeXtConfig | ViTConfig | ResNet1dConfig = field(default_factory=ResNet2dConfig)
+
+    # (C, H, W) in [-1, 1]: two spatial axes, already unit scale.
+    spatial_dims: ClassVar[int] = 2
+    norm_init: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    @property
+    def input_channels(self) -> int:
+        return self.image.channels
+
+    def input_shape_text(self) -> str:
+        return f"an image (C={self.image.channels}, H, W) or (B, C, H, W)"
+
+    def validate(self) -> None:
+        super().validate()
+        self.image.validate()
+        check(self.refiner is None or self.refiner.norm != "frame", "model.refiner.norm",
+               "'frame' applies to mel models only (images: 'clip' or null)")
+
+
+# Tagged by `modality`: a mel model has no `image` block and an image model no `mel` or `causal`.
+ModelConfig = MelModelConfig | ImageModelConfig

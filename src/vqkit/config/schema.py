@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from .checks import ConfigError, check
-from .model_schema import (BackboneConfig, ConvNeXtConfig, FSQConfig, ImageConfig, MelConfig, ModelConfig,  # noqa: F401
-                           QuantizerConfig, RefinerConfig, ResNet1dConfig, ResNet2dConfig, ViTConfig, VQConfig)
+from .model_schema import (BackboneConfig, ConvNeXtConfig, FSQConfig, ImageConfig, ImageModelConfig,  # noqa: F401
+                           MelConfig, MelModelConfig, ModelConfig, QuantizerConfig, RefinerConfig, ResNet1dConfig,
+                           ResNet2dConfig, ViTConfig, VQConfig)
 
 
 @dataclass
@@ -58,7 +60,10 @@ DiscriminatorConfig = MelDiscriminatorConfig | PatchGANConfig | StyleGANConfig  
 
 
 @dataclass
-class LossConfig:
+class _Loss:
+    """The losses every modality has (not a kind itself; tagged by the model's modality)."""
+    TAG: ClassVar[str] = "modality"
+    modality: str = ""
     draft_mse: float = 1.0          # MSE on the decoder draft (the only loss the base model sees in isolated mode)
     draft_l1: float = 0.0
     refined_mse: float = 2.0
@@ -66,13 +71,6 @@ class LossConfig:
     gan: float = 1.0                # generator adversarial weight
     gan_loss: str = "lsgan"         # "lsgan", "hinge" or "non_saturating"
     adaptive_gan_weight: bool = False  # taming: scale by |grad recon| / |grad gan| at the decoder's last layer
-    perceptual: float = 0.0         # images: weight of the VGG16 perceptual loss on the output
-    # "lpips" (learned linear heads); "seqgan": alpha L_sem + (1-alpha) L_low as in the paper (per layer
-    # 1/(HWC) ||raw feature difference||^2, summed); "seqgan_normalized": the same terms on unit-normalised features
-    perceptual_kind: str = "lpips"
-    perceptual_alpha: float = 0.0   # seqgan: share of the semantic term (relu5_3 + logits)
-    vgg_weights: str | None = None  # torchvision-layout vgg16 state dict (.pth/.safetensors)
-    lpips_weights: str | None = None  # LPIPS linear heads (the `lpips` wheel's weights/v0.1/vgg.pth)
     feature_matching: float = 0.0
     lecam: float = 0.1              # LeCam regulariser weight on the discriminator
     lecam_decay: float = 0.99
@@ -81,14 +79,38 @@ class LossConfig:
     def validate(self) -> None:
         check(self.gan_loss in ("lsgan", "hinge", "non_saturating"), "loss.gan_loss",
                "must be 'lsgan', 'hinge' or 'non_saturating'")
-        check(self.perceptual_kind in ("lpips", "seqgan", "seqgan_normalized"), "loss.perceptual_kind",
-               "must be 'lpips', 'seqgan' or 'seqgan_normalized'")
-        check(0 <= self.perceptual_alpha <= 1, "loss.perceptual_alpha", "must be in [0, 1]")
-        for name in ("draft_mse", "draft_l1", "refined_mse", "refined_l1", "gan", "feature_matching", "lecam",
-                     "perceptual"):
+        for name in ("draft_mse", "draft_l1", "refined_mse", "refined_l1", "gan", "feature_matching", "lecam"):
             check(getattr(self, name) >= 0, f"loss.{name}", "must be >= 0")
         check(0 <= self.lecam_decay < 1, "loss.lecam_decay", "must be in [0, 1)")
         check(self.gan_start_step >= 0, "loss.gan_start_step", "must be >= 0")
+
+
+@dataclass
+class MelLossConfig(_Loss):
+    modality: str = "mel"
+
+
+@dataclass
+class ImageLossConfig(_Loss):
+    """Images add a VGG16 perceptual loss on the output."""
+    modality: str = "image"
+    perceptual: float = 0.0         # weight of the VGG16 perceptual loss on the output
+    # "lpips" (learned linear heads); "seqgan": alpha L_sem + (1-alpha) L_low as in the paper (per layer
+    # 1/(HWC) ||raw feature difference||^2, summed); "seqgan_normalized": the same terms on unit-normalised features
+    perceptual_kind: str = "lpips"
+    perceptual_alpha: float = 0.0   # seqgan: share of the semantic term (relu5_3 + logits)
+    vgg_weights: str | None = None  # torchvision-layout vgg16 state dict (.pth/.safetensors)
+    lpips_weights: str | None = None  # LPIPS linear heads (the `lpips` wheel's weights/v0.1/vgg.pth)
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.perceptual >= 0, "loss.perceptual", "must be >= 0")
+        check(self.perceptual_kind in ("lpips", "seqgan", "seqgan_normalized"), "loss.perceptual_kind",
+               "must be 'lpips', 'seqgan' or 'seqgan_normalized'")
+        check(0 <= self.perceptual_alpha <= 1, "loss.perceptual_alpha", "must be in [0, 1]")
+
+
+LossConfig = MelLossConfig | ImageLossConfig   # tagged by the model's modality
 
 
 @dataclass
@@ -110,27 +132,51 @@ class OptimConfig:
 
 
 @dataclass
-class DataConfig:
+class _Data:
+    """What every modality's data block has (not a kind itself; tagged by the model's modality)."""
+    TAG: ClassVar[str] = "modality"
+    modality: str = ""
+    valid_fraction: float = 0.05    # held out by file-name hash when no --valid-data is given
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass
+class MelDataConfig(_Data):
+    """Audio clips cut into random mel crops."""
+    modality: str = "mel"
     segment_frames: int = 128       # random crop length in mel frames
     min_seconds: float = 0.3        # shorter clips are skipped and counted
     max_seconds: float | None = None  # longer clips are skipped and counted; None = no limit
-    image_size: int = 64            # images: random square crop side (smaller images are upscaled first)
-    random_flip: bool = True        # images: horizontal flips
-    valid_fraction: float = 0.05    # held out by file-name hash when no --valid-data is given
-    num_workers: int = 0
-    feature_cache: str | None = None  # mel models: directory of log-mels computed once and reused; None = off
+    feature_cache: str | None = None  # directory of log-mels computed once and reused; None = off
     feature_cache_dtype: str = "float32"  # "float32" (exact) or "float16" (half the disk; ~1e-3 nats off)
 
     def validate(self) -> None:
+        super().validate()
         check(self.segment_frames >= 8, "data.segment_frames", "must be >= 8")
         check(self.feature_cache is None or (isinstance(self.feature_cache, str) and self.feature_cache.strip() != ""),
                "data.feature_cache", "must be a directory path (a non-empty string) or null")
         check(self.feature_cache_dtype in ("float32", "float16"), "data.feature_cache_dtype",
                "must be 'float32' or 'float16'")
-        check(self.image_size >= 8, "data.image_size", "must be >= 8")
         check(self.min_seconds >= 0, "data.min_seconds", "must be >= 0")
-        check(0 <= self.valid_fraction < 1, "data.valid_fraction", "must be in [0, 1)")
-        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+
+
+@dataclass
+class ImageDataConfig(_Data):
+    """Images cut into random square crops."""
+    modality: str = "image"
+    image_size: int = 64            # random square crop side (smaller images are upscaled first)
+    random_flip: bool = True        # horizontal flips
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.image_size >= 8, "data.image_size", "must be >= 8")
+
+
+DataConfig = MelDataConfig | ImageDataConfig   # tagged by the model's modality
 
 
 @dataclass
@@ -174,25 +220,29 @@ class TrainConfig:
 
 @dataclass
 class Config:
+    # Blocks tagged by the model's modality: a block that does not say its own takes the model's.
+    TAG_FROM: ClassVar[dict[str, str]] = {"data": "model", "loss": "model"}
     name: str = "mqgan-refiner"
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=MelModelConfig)
     discriminator: DiscriminatorConfig = field(default_factory=MelDiscriminatorConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: LossConfig = field(default_factory=MelLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=MelDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
         self.model.validate(); self.discriminator.validate(); self.loss.validate()
         self.optim.validate(); self.data.validate(); self.train.validate()
+        modality = self.model.modality
+        for block in ("data", "loss"):
+            check(getattr(self, block).modality == modality, f"{block}.modality",
+                   f"{getattr(self, block).modality!r} does not match model.modality {modality!r}")
         d = self.discriminator
-        check(d.kind != "mel" or d.bands <= self.model.mel.n_mels, "discriminator.bands",
-               f"cannot split {self.model.mel.n_mels} mel bins into {getattr(d, 'bands', 0)} bands")
-        image = self.model.modality == "image"
-        check(image or self.discriminator.kind == "mel", "discriminator.kind", "mel models use kind 'mel'")
-        check(not image or self.discriminator.kind != "mel", "discriminator.kind",
-               "image models use 'patchgan' or 'stylegan'")
-        check(image or self.loss.perceptual == 0, "loss.perceptual", "applies to images only")
+        if modality == "mel":
+            check(d.kind == "mel", "discriminator.kind", "mel models use kind 'mel'")
+            check(d.bands <= self.model.mel.n_mels, "discriminator.bands",
+                   f"cannot split {self.model.mel.n_mels} mel bins into {d.bands} bands")
+        check(modality == "mel" or d.kind != "mel", "discriminator.kind", "image models use 'patchgan' or 'stylegan'")
         return self
 
     def to_dict(self) -> dict:

@@ -49,7 +49,7 @@ class Objective:
         if c.refined_l1 > 0:
             logs["refined_l1"] = l1(output, target, mask)
             out_loss = out_loss + c.refined_l1 * logs["refined_l1"]
-        if self.perceptual is not None and c.perceptual > 0:
+        if self.perceptual is not None:   # built only for a weight > 0
             logs["perceptual"] = self.perceptual(output.float(), target.float())
             out_loss = out_loss + c.perceptual * logs["perceptual"]
         return draft_loss, out_loss, logs
