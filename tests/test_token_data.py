@@ -22,6 +22,7 @@ def fake_tokenizer(tokenizer_id: str = "tok-a", modality: str = "mel", codebook_
     return SimpleNamespace(tokenizer_id=tokenizer_id, config=SimpleNamespace(name="fake"), modality=modality,
                            codebook_size=codebook_size, tokens_per_position=channels, tokens_per_second=21.5,
                            bits_per_token=math.log2(codebook_size), bits_per_second=21.5 * math.log2(codebook_size),
+                           spatial_dims=1 if modality == "mel" else 2, frontend=object() if modality == "mel" else None,
                            token_dims=(1 if modality == "mel" else 2) + (channels > 1))
 
 

@@ -51,13 +51,9 @@ def corpus_items(corpus) -> list[torch.Tensor]:
 
 def _corpus_and_items(cfg, folder: str):
     """(corpus, items) of a folder: with data.feature_cache, log-mels cached on disk and memory-mapped."""
-    if not cfg.data.feature_cache:
+    if not getattr(cfg.data, "feature_cache", None):   # a mel data key
         corpus = load_corpus(cfg, folder)
         return corpus, corpus_items(corpus)
-    if cfg.model.modality == "image":
-        from .config import ConfigError
-
-        raise ConfigError("data.feature_cache: applies to mel (audio) models only; remove it for image models")
     from .data.feature_cache import cached_mel_corpus
     from .frontends.mel import MelFrontend
 
@@ -83,7 +79,7 @@ def _load_corpora(cfg, data: str, valid_data: str | None):
         log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
-    if cfg.data.feature_cache:
+    if getattr(cfg.data, "feature_cache", None):
         from .data.feature_cache import AsTensors
 
         valid = AsTensors(valid)   # held-out clips are evaluated whole, as tensors
@@ -298,9 +294,11 @@ def cmd_reconstruct(args) -> int:
 
 def _lpips_for(tok, args):
     """LPIPS for image reports when VGG16 + LPIPS head weights are given (flags or the config)."""
+    if tok.modality != "image":
+        return None
     vgg = args.vgg_weights or tok.config.loss.vgg_weights
     heads = args.lpips_weights or tok.config.loss.lpips_weights
-    if tok.modality != "image" or not (vgg or heads):
+    if not (vgg or heads):
         return None
     if not (vgg and heads):
         raise FileNotFoundError("LPIPS needs both --vgg-weights (torchvision vgg16) and --lpips-weights "
@@ -325,7 +323,9 @@ def cmd_eval(args) -> int:
         from .vocoders import vocoder_for
 
         vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
-    record = evaluate_folder(tok, args.data, out, args.examples, vocoder=vocoder, max_vocoded=args.max_vocoded,
+    from .modalities import modality_of
+
+    record = evaluate_folder(tok, modality_of(tok), args.data, out, args.examples, vocoder=vocoder, max_vocoded=args.max_vocoded,
                              lpips=_lpips_for(tok, args), inception=inception, crop=args.crop or None,
                              checkpoint=args.checkpoint, log=log, progress=not args.no_progress,
                              max_pixels=args.max_pixels)

@@ -65,12 +65,9 @@ def _prior_and_tokenizer(args):
     if tok.tokenizer_id != prior.meta["tokenizer_id"]:
         raise ValueError(f"{path}: tokenizer {tok.tokenizer_id} is not the one this prior models "
                          f"({prior.meta['tokenizer_id']}); pass the checkpoint that encoded its tokens")
-    vocoder = None
-    if tok.modality == "mel":
-        from .vocoders import vocoder_for
+    from .modalities import modality_of
 
-        vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
-    return prior, tok, vocoder
+    return prior, tok, modality_of(tok).example_writer(tok, args.vocoder)
 
 
 def _labels(prior, label: str | None, n: int) -> list[int] | None:
@@ -89,9 +86,9 @@ def _labels(prior, label: str | None, n: int) -> list[int] | None:
 def cmd_sample(args) -> int:
     from .evaluation.prior_report import write_samples
 
-    prior, tok, vocoder = _prior_and_tokenizer(args)
+    prior, tok, write = _prior_and_tokenizer(args)
     write_samples(prior, tok, Path(args.output), args.n, batch_size=args.batch_size,
-                  labels=_labels(prior, args.label, args.n), vocoder=vocoder, seed=args.seed, log=log,
+                  labels=_labels(prior, args.label, args.n), write=write, seed=args.seed, log=log,
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, steps=args.steps)
     return 0
 
@@ -100,14 +97,14 @@ def cmd_visualize_prior(args) -> int:
     from .evaluation.prior_report import visualize_prior
 
     _refuse_overlap(args.output, args.tokens, "--tokens")
-    prior, tok, vocoder = _prior_and_tokenizer(args)
+    prior, tok, write = _prior_and_tokenizer(args)
     corpus = _corpus(args.tokens, tok.tokenizer_id, bool(prior.class_names))
     if prior.class_names:   # the corpus's folder indices -> the prior's class indices
         unknown = sorted(set(corpus.class_names) - set(prior.class_names))
         if unknown:
             raise ValueError(f"{args.tokens}: class folders {unknown[:3]} are not among the prior's classes")
         corpus.labels = [prior.class_names.index(corpus.class_names[i]) for i in corpus.labels]
-    visualize_prior(prior, tok, corpus, Path(args.output), n_examples=args.examples, vocoder=vocoder, log=log)
+    visualize_prior(prior, tok, corpus, Path(args.output), n_examples=args.examples, write=write, log=log)
     return 0
 
 

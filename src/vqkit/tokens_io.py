@@ -24,9 +24,9 @@ def sidecar_path(path: str | Path) -> Path:
 def tokenizer_meta(tokenizer) -> dict:
     meta = {"format": FORMAT, "tokenizer_id": tokenizer.tokenizer_id, "tokenizer_name": tokenizer.config.name,
             "modality": tokenizer.modality, "codebook_size": tokenizer.codebook_size,
-            "channels_per_position": tokenizer.tokens_per_position}
+            "channels_per_position": tokenizer.tokens_per_position, "spatial_axes": tokenizer.spatial_dims}
     meta["bits_per_token"] = tokenizer.bits_per_token
-    if tokenizer.modality == "mel":
+    if tokenizer.frontend is not None:   # a time signal: rates and streaming facts
         meta.update(tokens_per_second=tokenizer.tokens_per_second, bits_per_second=tokenizer.bits_per_second)
         # the streaming facts, measured on the model; looked up on the class, since touching the
         # property runs the probe, which raises for models without a finite field (time_facts says so)

@@ -113,3 +113,40 @@ def write_image_samples(out_dir: Path, examples: list[dict], metrics_log=None, s
         with Image.open(path) as im:
             metrics_log.image_array("reconstructions", np.asarray(im.convert("RGB")), step)
     return path
+
+
+class ImageExamples:
+    """Keeps the first examples for one grid picture, and writes each as its own PNG too."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.kept: list[dict] = []
+        self.examples: list[dict] = []
+
+    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool, whole: bool = True) -> None:
+        if not keep:
+            return
+        from ..frontends.image import save_grid
+
+        name = f"example{i:02d}.png"
+        save_grid(self.out_dir / name, [[ex[k] for k in ("original", "draft", "refined") if k in ex]])
+        self.kept.append(ex)
+        self.examples.append({"title": rel, "images": [{"src": name, "caption": "original | draft"
+                                                       + (" | refined" if "refined" in ex else "")}], "audio": []})
+
+    def result(self) -> dict:
+        if self.kept:
+                write_image_samples(self.out_dir, self.kept, max_images=len(self.kept))
+        return {}
+
+
+def write_image_example(out_dir: Path, stem: str, signals: dict[str, torch.Tensor], title: str) -> dict:
+    """One report example from named decoded images, side by side (a single one at its own size)."""
+    from ..frontends.image import save_grid, save_image
+
+    images = [s.clamp(-1, 1) for s in signals.values()]
+    if len(images) == 1:   # a sample: the decoded image itself, at its size
+        save_image(out_dir / f"{stem}.png", images[0])
+    else:
+        save_grid(out_dir / f"{stem}.png", [images])
+    return {"title": title, "images": [{"src": f"{stem}.png", "caption": " | ".join(signals)}], "audio": []}

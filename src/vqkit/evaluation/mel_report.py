@@ -133,3 +133,19 @@ class MelExamples:
         if self.counts:
             out["vocoded_clips"] = max(self.counts.values())
         return out
+
+
+def write_mel_example(out_dir: Path, stem: str, signals: dict[str, torch.Tensor], title: str, vocoder=None) -> dict:
+    """One report example from named decoded log-mels: one spectrogram picture and, with a
+    vocoder, a WAV per signal."""
+    from ..frontends.audio_io import save_wav
+    from .plots import save_spectrograms
+
+    save_spectrograms(out_dir / f"{stem}.png", {k: v.numpy() for k, v in signals.items()}, title=title)
+    audio = []
+    if vocoder is not None:
+        for name, mel in signals.items():
+            wav = f"{stem}_{name.replace(' ', '_')}.wav"
+            save_wav(out_dir / wav, vocoder(mel).numpy(), vocoder.sample_rate)
+            audio.append({"src": wav, "label": name})
+    return {"title": title, "images": [{"src": f"{stem}.png", "caption": " / ".join(signals)}], "audio": audio}

@@ -6,7 +6,6 @@ with math parsing off, and saved through the one atomic write.
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import matplotlib

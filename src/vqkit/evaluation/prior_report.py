@@ -17,41 +17,19 @@ from .html_report import render_report
 
 
 class TokenDecoder:
-    """Tokens in the tokenizer's layout -> files on disk (PNG for images; mel PNG + WAV for audio)."""
+    """Tokens in the tokenizer's layout -> files on disk. `write(out_dir, stem, signals, title)` is
+    the modality's example writer (modalities: PNG for images; mel PNG + WAV for audio)."""
 
-    def __init__(self, tok, vocoder=None):
-        self.tok, self.vocoder = tok, vocoder
+    def __init__(self, tok, write):
+        self.tok, self.write = tok, write
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """(*grid[, c]) -> image (C, H, W) in [-1, 1] or log-mel (n_mels, T)."""
         return self.tok.decode(tokens.long().cpu()).float()
 
-    def write(self, out_dir: Path, stem: str, signals: dict[str, torch.Tensor], title: str) -> dict:
-        """One report example from named decoded signals (side by side)."""
-        if self.tok.modality == "image":
-            from ..frontends.image import save_grid, save_image
-
-            images = [s.clamp(-1, 1) for s in signals.values()]
-            if len(images) == 1:   # a sample: the decoded image itself, at its size
-                save_image(out_dir / f"{stem}.png", images[0])
-            else:
-                save_grid(out_dir / f"{stem}.png", [images])
-            return {"title": title, "images": [{"src": f"{stem}.png", "caption": " | ".join(signals)}], "audio": []}
-        from ..frontends.audio_io import save_wav
-        from .plots import save_spectrograms
-
-        save_spectrograms(out_dir / f"{stem}.png", {k: v.numpy() for k, v in signals.items()}, title=title)
-        audio = []
-        if self.vocoder is not None:
-            for name, mel in signals.items():
-                wav = f"{stem}_{name.replace(' ', '_')}.wav"
-                save_wav(out_dir / wav, self.vocoder(mel).numpy(), self.vocoder.sample_rate)
-                audio.append({"src": wav, "label": name})
-        return {"title": title, "images": [{"src": f"{stem}.png", "caption": " / ".join(signals)}], "audio": audio}
-
 
 def write_samples(prior, tok, out_dir: Path, n: int, batch_size: int = 16, labels: list[int] | None = None,
-                  vocoder=None, seed: int = 0, log=print, **sampling) -> dict:
+                  *, write, seed: int = 0, log=print, **sampling) -> dict:
     """Sample n token grids, save each as tokens (.npy + sidecar) and decoded, plus index.html."""
     from ..tokens_io import save_tokens
 
@@ -59,7 +37,7 @@ def write_samples(prior, tok, out_dir: Path, n: int, batch_size: int = 16, label
     out_dir.mkdir(parents=True, exist_ok=True)
     device = next(prior.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    dec = TokenDecoder(tok, vocoder)
+    dec = TokenDecoder(tok, write)
     examples, passes, t0 = [], 0, time.perf_counter()
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
@@ -87,7 +65,7 @@ def write_samples(prior, tok, out_dir: Path, n: int, batch_size: int = 16, label
 
 @torch.no_grad()
 def visualize_prior(prior, tok, corpus, out_dir: Path, n_examples: int = 6, max_windows: int = 256,
-                    vocoder=None, log=print) -> dict:
+                    *, write, log=print) -> dict:
     """Teacher-forced top-1 predictions of an AR prior on `corpus` (a TokenCorpus of held-out tokens):
     NLL and top-1 accuracy over up to `max_windows` windows; the first n_examples decoded."""
     from ..priors.prior import as_sequences
@@ -101,7 +79,7 @@ def visualize_prior(prior, tok, corpus, out_dir: Path, n_examples: int = 6, max_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = next(prior.parameters()).device
-    dec = TokenDecoder(tok, vocoder)
+    dec = TokenDecoder(tok, write)
     nll_sum, correct, count, examples = 0.0, 0, 0, []
     for i, (f, w) in enumerate(windows):
         seq = torch.from_numpy(w.astype(np.int64))[None].to(device)      # (1, L, c)

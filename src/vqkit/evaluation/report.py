@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -28,32 +28,6 @@ from ..version import __version__
 from ..io.files import WriteError, atomic_write
 from ..io.paths import check_output_folder, output_folder, refuse_overlap
 from ..io.weights import resolve_checkpoint_dir
-
-
-def _files(tok, folder: Path) -> list[Path]:
-    if tok.modality == "image":
-        from ..frontends.image import find_image_files
-
-        return find_image_files(folder)
-    from ..frontends.audio_io import find_audio_files
-
-    return find_audio_files(folder)
-
-
-def _loader(tok, max_pixels: int | None) -> Callable[[Path], tuple[Iterator | None, str | None, str]]:
-    """path -> (iterator of (label, item) to score, or None; skip reason; detail): the same checks
-    as training data. An image is one item; a long audio file is scored in segments (mel_report)."""
-    cfg = tok.config
-    if tok.modality == "image":
-        from ..data.image_corpus import load_one_image
-
-        def load_image(p: Path):
-            item, reason, detail = load_one_image(p, cfg.model.image.channels, 8, max_pixels)
-            return (iter([("", item)]) if item is not None else None), reason, detail
-        return load_image
-    from .mel_report import mel_pieces
-
-    return lambda p: mel_pieces(tok, p)
 
 
 def _run_dir(checkpoint: Path) -> Path | None:
@@ -76,11 +50,12 @@ def _versions() -> dict:
     return out
 
 
-def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: int = 8, vocoder=None,
+def evaluate_folder(tok, modality, folder: str | Path, out_dir: str | Path, n_examples: int = 8, vocoder=None,
                     max_vocoded: int | None = None, lpips=None, inception=None, crop: int | None = 512,
                     checkpoint: str | Path | None = None, log: Callable[[str], None] = print,
                     progress: bool = True, max_pixels: int | None = None) -> dict:
     """Evaluate every usable file under `folder`; write the report into `out_dir`; return the record.
+    modality: the tokenizer's (vqkit.modalities), which reads the files and scores and shows them.
     A report folder this call creates is removed again when the evaluation fails."""
     from .html_report import render_report
     from .report_plots import training_curves, usage_histogram
@@ -88,23 +63,14 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
     folder, out_dir = Path(folder), Path(out_dir)
     refuse_overlap(out_dir, "--out", [("--data", folder)])   # a rerun must not evaluate its own outputs
     check_output_folder(out_dir, "--out")
-    files = _files(tok, folder)
+    files = modality.find_files(folder)
     if not files:
-        raise FileNotFoundError(f"{folder}: no {'image' if tok.modality == 'image' else 'audio'} files found")
+        raise FileNotFoundError(f"{folder}: no {modality.noun} files found")
     with output_folder(out_dir):   # removed again if this call created it and then fails
         tok.eval()
-        load = _loader(tok, max_pixels)
-        if tok.modality == "image":
-            from .image_eval import ImageAccumulator
-
-            acc = ImageAccumulator(tok, crop=crop, lpips=lpips, inception=inception)
-            writer = _ImageExamples(out_dir)
-        else:
-            from .mel_eval import MelAccumulator
-            from .mel_report import MelExamples
-
-            acc = MelAccumulator(tok)
-            writer = MelExamples(out_dir, tok, vocoder, max_vocoded)
+        load = modality.pieces(tok, max_pixels)
+        acc, writer = modality.report_parts(tok, out_dir, crop=crop, lpips=lpips, inception=inception,
+                                            vocoder=vocoder, max_vocoded=max_vocoded)
         used, skipped, scored = [], {}, 0
         for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
             pieces, reason, detail = load(path)
@@ -137,16 +103,14 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
             curves = path.name if path else None
         record = {
             "metrics": metrics,
-            "units": ("PSNR/SSIM on [0, 255] with data range 255; mse/l1 on [-1, 1]" if tok.modality == "image" else
-                      "mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
-                      "vocoded original vs vocoded reconstruction"),
+            "units": modality.units,
             "checkpoint": str(ckpt) if ckpt else None,
             "tokenizer_id": tok.tokenizer_id,
             "data": {"root": str(folder), "files": len(used), "skipped": skipped,
                      "file_list_sha256": hashlib.sha256("\n".join(used).encode()).hexdigest()[:16]},
             "metric_versions": _versions(),
-            "settings": {"config": tok.config.name, "modality": tok.modality, "crop": crop if tok.modality == "image"
-                         else None, "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,
+            "settings": {"config": tok.config.name, "modality": tok.modality, "crop": modality.report_crop(crop),
+                         "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,
                          "lpips": lpips is not None, "rfid": inception is not None},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -155,30 +119,3 @@ def evaluate_folder(tok, folder: str | Path, out_dir: str | Path, n_examples: in
         pages = sorted(p.parent.name for p in Path(out_dir).glob("*/index.html"))
         render_report(out_dir, record, writer.examples, usage_png, curves, pages=pages)
         return record
-
-
-class _ImageExamples:
-    """Keeps the first examples for one grid picture, and writes each as its own PNG too."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.kept: list[dict] = []
-        self.examples: list[dict] = []
-
-    def add(self, i: int, rel: str, path: Path, ex: dict, keep: bool, whole: bool = True) -> None:
-        if not keep:
-            return
-        from ..frontends.image import save_grid
-
-        name = f"example{i:02d}.png"
-        save_grid(self.out_dir / name, [[ex[k] for k in ("original", "draft", "refined") if k in ex]])
-        self.kept.append(ex)
-        self.examples.append({"title": rel, "images": [{"src": name, "caption": "original | draft"
-                                                       + (" | refined" if "refined" in ex else "")}], "audio": []})
-
-    def result(self) -> dict:
-        if self.kept:
-            from .image_eval import write_image_samples
-
-            write_image_samples(self.out_dir, self.kept, max_images=len(self.kept))
-        return {}

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, save_config
 from ..config.io import read_yaml
-from ..frontends.mel import MelFrontend
+from ..frontends import build_frontend
 from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, check_fits, load_matching, read_weights,
                           resolve_checkpoint_dir, save_weights, state_hash)
 from ..quantizers import build_quantizer
@@ -56,19 +56,19 @@ class Tokenizer(nn.Module):
         self.config = config
         m = config.model
         self.modality = m.modality
-        image = self.modality == "image"
-        channels = m.image.channels if image else m.mel.n_mels
-        self.frontend = None if image else MelFrontend(m.mel)
-        self.spatial_dims = 2 if image else 1
-        # Mels: per-bin mean and a global scale of the training data's log-mel, so the model sees
-        # inputs of unit scale (the reference's raw log-mel made a small model spend hundreds of steps
-        # on the mean). Images arrive in [-1, 1]: identity.
-        self.register_buffer("norm_mean", torch.full((channels,), 0.0 if image else -5.0))
-        self.register_buffer("norm_std", torch.full((channels,), 1.0 if image else 2.0))
+        channels = m.input_channels
+        self.frontend = build_frontend(m)
+        self.spatial_dims = m.spatial_dims
+        # Per-channel mean and a scale of the training data (mels: per-bin mean and a global scale of
+        # the log-mel, so the model sees inputs of unit scale; the reference's raw log-mel made a small
+        # model spend hundreds of steps on the mean). Images arrive in [-1, 1]: identity.
+        mean, std = m.norm_init
+        self.register_buffer("norm_mean", torch.full((channels,), mean))
+        self.register_buffer("norm_std", torch.full((channels,), std))
         self.quantizer = build_quantizer(m.quantizer)
         self.encoder, self.decoder = build_backbone(channels, self.quantizer.dim, m.backbone, m.causal)
         self.refiner = (Refiner(channels, self.decoder.hidden_channels, m.refiner, layout=m.modality,
-                                causal=m.causal) if m.refiner.enabled else None)
+                                causal=m.causal) if m.refiner is not None else None)
         self.downsample = m.backbone.downsample
         self.tokens_per_position = self.quantizer.tokens_per_position
         self._id: str | None = None   # cached tokenizer_id of loaded (fixed) weights
@@ -114,13 +114,10 @@ class Tokenizer(nn.Module):
 
     def _batched(self, x: torch.Tensor, allow_empty: bool = False) -> tuple[torch.Tensor, bool]:
         m = self.config.model
-        channels = m.image.channels if self.modality == "image" else m.mel.n_mels
         single = x.dim() == 1 + self.spatial_dims
         xb = x.unsqueeze(0) if single else x
-        if xb.dim() != 2 + self.spatial_dims or xb.shape[1] != channels:
-            what = (f"an image (C={channels}, H, W) or (B, C, H, W)" if self.modality == "image"
-                    else f"log-mel of shape (n_mels={channels}, T) or (B, n_mels, T)")
-            raise ValueError(f"expected {what}, got {tuple(x.shape)}")
+        if xb.dim() != 2 + self.spatial_dims or xb.shape[1] != m.input_channels:
+            raise ValueError(f"expected {m.input_shape_text()}, got {tuple(x.shape)}")
         if not torch.isfinite(xb).all():
             raise ValueError("input contains NaN or Inf values")
         if not allow_empty and 0 in xb.shape[2:]:
@@ -244,8 +241,8 @@ class Tokenizer(nn.Module):
     @property
     def tokens_per_second(self) -> float:
         """Mels: tokens per second of audio (all channels of a position counted)."""
-        if self.modality != "mel":
-            raise AttributeError("tokens_per_second applies to mel tokenizers")
+        if self.frontend is None:
+            raise AttributeError("tokens_per_second applies to tokenizers of a time signal (mels)")
         return self.config.model.mel.frames_per_second / self.downsample * self.tokens_per_position
 
     @property

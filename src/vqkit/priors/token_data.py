@@ -25,20 +25,28 @@ from ..data.step_batches import StepBatches
 from ..io.inputs import SkipLog, describe_skips, with_skips
 from ..tokens_io import TokenFileError, load_tokens, sidecar_path
 
+# Sidecars written before they recorded `spatial_axes` name only the modality.
 SPATIAL_AXES = {"mel": 1, "image": 2}
 TOKEN_STORE = "vqkit-token-store-v1"
+
+
+def token_axes(meta: dict) -> int:
+    """The number of spatial axes of a sidecar's tokens (1: a sequence in time; 2: an image grid)."""
+    axes = meta.get("spatial_axes", SPATIAL_AXES.get(meta.get("modality")))
+    if not isinstance(axes, int) or axes < 1:
+        raise TokenFileError(f"the sidecar names neither spatial_axes nor a known modality "
+                             f"(modality {meta.get('modality')!r}; expected mel or image)")
+    return axes
 
 
 def check_token_array(arr: np.ndarray, meta: dict) -> np.ndarray:
     """The array with a channel axis (mel (T, c), image (H, W, c)), checked against its sidecar:
     modality, axes, channels per position, codebook range. TokenFileError when they disagree."""
-    modality = meta.get("modality")
-    if modality not in SPATIAL_AXES:
-        raise TokenFileError(f"unknown modality {modality!r} in the sidecar (expected mel or image)")
+    modality, spatial = meta.get("modality"), token_axes(meta)
     c, k = meta.get("channels_per_position"), meta.get("codebook_size")
     if not isinstance(c, int) or c < 1 or not isinstance(k, int) or k < 2:
         raise TokenFileError(f"sidecar has no valid channels_per_position / codebook_size ({c!r}, {k!r})")
-    axes = SPATIAL_AXES[modality] + (1 if c > 1 else 0)
+    axes = spatial + (1 if c > 1 else 0)
     if arr.ndim != axes or (c > 1 and arr.shape[-1] != c):
         raise TokenFileError(f"shape {arr.shape} does not fit {modality} tokens with {c} per position")
     if int(arr.min()) < 0 or int(arr.max()) >= k:
@@ -59,6 +67,10 @@ class TokenCorpus:
     @property
     def modality(self) -> str:
         return self.meta["modality"]
+
+    @property
+    def spatial_axes(self) -> int:
+        return token_axes(self.meta)
 
     @property
     def codebook_size(self) -> int:
@@ -202,14 +214,16 @@ class TokenBatches(StepBatches):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
-        if corpus.modality == "mel":
+        sequence = corpus.spatial_axes == 1   # tokens in time: crops of a length; grids: of a shape
+        if sequence:
             if not isinstance(length, int) or length < 1:
-                raise ValueError(f"mel tokens: length must be a positive number of positions, got {length!r}")
+                raise ValueError(f"{corpus.modality} tokens: length must be a positive number of positions, "
+                                 f"got {length!r}")
             self.crop: tuple[int, ...] = (length,)
         else:
-            if not (isinstance(length, (tuple, list)) and len(length) == 2 and all(
+            if not (isinstance(length, (tuple, list)) and len(length) == corpus.spatial_axes and all(
                     isinstance(v, int) and v >= 1 for v in length)):
-                raise ValueError(f"image tokens: length must be a crop grid (h, w), got {length!r}")
+                raise ValueError(f"{corpus.modality} tokens: length must be a crop grid (h, w), got {length!r}")
             self.crop = tuple(length)
         fits = [i for i, a in enumerate(corpus.arrays) if all(s >= c for s, c in zip(a.shape, self.crop))]
         self.too_short = len(corpus.arrays) - len(fits)
@@ -218,7 +232,7 @@ class TokenBatches(StepBatches):
             raise ValueError(f"{corpus.root}: no token file is at least {'x'.join(map(str, self.crop))} positions "
                              f"(the largest is {'x'.join(map(str, biggest))}); use a smaller crop")
         self.indices = fits
-        sizes = [corpus.arrays[i].shape[0] if corpus.modality == "mel" else 1 for i in fits]
+        sizes = [corpus.arrays[i].shape[0] if sequence else 1 for i in fits]   # long sequences drawn more often
         self.weights = torch.tensor(sizes, dtype=torch.float)
         self.count = len(fits)
 

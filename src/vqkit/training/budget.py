@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..io.memory import refuse_if_over
+from ..modalities import modality_of
 
 BYTES = 4   # float32
 
@@ -28,7 +29,7 @@ def training_needs(cfg) -> list[tuple[str, float, str]]:
     with torch.device("meta"):
         model = Tokenizer(cfg)
         disc = make_discriminator(cfg)
-    m, d, t = cfg.model, cfg.data, cfg.train
+    m, t = cfg.model, cfg.train
     per_param = BYTES * (4 + (t.ema_decay > 0))   # weights, gradient, 2 Adam moments (+ EMA copy)
     q_key = "model.quantizer.levels" if m.quantizer.kind == "fsq" else "model.quantizer.codebook_size"
     parts = [("model.backbone.channels", (_params(model.encoder) + _params(model.decoder)) * per_param,
@@ -37,10 +38,8 @@ def training_needs(cfg) -> list[tuple[str, float, str]]:
              ("discriminator", _params(disc) * per_param, "discriminator training state"),
              (q_key, _params(model.quantizer) * per_param + model.codebook_size * 8,
               f"codebook and its usage histogram ({model.codebook_size:.3g} codes)")]
-    if m.modality == "image":
-        key, value, in_channels, positions = "data.image_size", d.image_size, m.image.channels, d.image_size ** 2
-    else:
-        key, value, in_channels, positions = "data.segment_frames", d.segment_frames, m.mel.n_mels, d.segment_frames
+    key, value, positions = modality_of(cfg).batch_size_key(cfg)
+    in_channels = m.input_channels
     width = max(m.backbone.channels)
     parts.append((key, t.batch_size * positions * (in_channels + 2 * width) * BYTES,
                   f"one batch, train.batch_size={t.batch_size} x {key}={value:,}"))

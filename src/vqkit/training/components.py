@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, TrainConfig
 from ..io.weights import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir
+from ..modalities import modality_of
 from ..models.tokenizer import Tokenizer
 
 FROZEN_IN_PHASE_2 = ("encoder", "quantizer")
@@ -16,31 +17,18 @@ NEW_IN_PHASE_2 = "decoder.extra_attention."   # the enhanced decoder's blocks, a
 
 def make_batches(cfg: Config, model: Tokenizer, items: list[torch.Tensor], batch_size: int):
     """Step-indexed global batches of `batch_size` rows (all processes' micro-batches together)."""
-    t, d = cfg.train, cfg.data
-    if cfg.model.modality == "image":
-        from ..data.image_corpus import ImageCropBatches
-
-        return ImageCropBatches(items, d.image_size, batch_size, t.seed, d.random_flip)
-    from ..data.crops import MelCropBatches
-
-    return MelCropBatches(items, d.segment_frames, batch_size, t.seed, model.frontend.silence_level)
+    return modality_of(cfg).batches(cfg, model, items, batch_size)
 
 
 def make_discriminator(cfg: Config) -> nn.Module | None:
     lc = cfg.loss
     if lc.gan == 0 and lc.feature_matching == 0:
         return None
-    if cfg.discriminator.kind == "mel":
-        from ..models.discriminators import MelDiscriminators
-
-        return MelDiscriminators(cfg.model.mel.n_mels, cfg.discriminator)
-    from ..models.image_discriminators import build_image_discriminator
-
-    return build_image_discriminator(cfg.discriminator, cfg.model.image.channels)
+    return modality_of(cfg).discriminator(cfg)
 
 
 def make_perceptual(cfg: Config) -> nn.Module | None:
-    if cfg.loss.perceptual == 0:
+    if getattr(cfg.loss, "perceptual", 0) == 0:   # mel losses have none
         return None
     from ..losses.perceptual import build_perceptual
 

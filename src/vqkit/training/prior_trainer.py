@@ -53,7 +53,7 @@ class PriorTrainer(TrainLoop):
     @staticmethod
     def _grid(cfg: PriorConfig, corpus: TokenCorpus) -> tuple[int, ...]:
         crop = tuple(cfg.data.crop)
-        want = 1 if corpus.modality == "mel" else 2
+        want = corpus.spatial_axes
         if len(crop) != want:
             raise ValueError(f"data.crop={list(crop)}: {corpus.modality} tokens need "
                              f"{'[positions]' if want == 1 else '[h, w]'}")

@@ -17,8 +17,8 @@ from typing import Callable
 import torch
 
 from ..config import Config, save_config
-from ..data.crops import normalization_stats
 from ..losses.objective import Objective, RealFakeDiscriminator
+from ..modalities import modality_of
 from ..models.tokenizer import Tokenizer
 from ..io.metrics_log import MetricsLog
 from .components import make_batches, make_discriminator, make_perceptual, start_from
@@ -37,9 +37,8 @@ class Trainer(TrainLoop):
         super().__init__(cfg.train, cfg.optim, run_dir, log, progress)
         self.cfg, t = cfg, cfg.train
         model = Tokenizer(cfg)
-        self.image = cfg.model.modality == "image"
-        if not self.image:
-            model.set_normalization(*normalization_stats(train_items))
+        self.modality = modality_of(cfg)
+        self.modality.prepare(model, train_items)   # mels: normalisation from the training data
         self.frozen = start_from(model, t, log)   # train.init_from (and phase 2's freezing)
         self.objective = Objective(cfg.loss, make_perceptual(cfg))
         disc = make_discriminator(cfg)
@@ -91,7 +90,7 @@ class Trainer(TrainLoop):
         self.model.train()
         for name in self.frozen:   # phase 2: no dropout, no codebook restarts or usage updates
             getattr(self.raw_model, name).eval()
-        if self.image:
+        if not self.modality.padded_crops:   # every position is real: no mask in the losses
             mask = None
         micro = self.micro_batches(x, mask)
         sums = self.accumulate(micro, lambda xb, mb: self._micro_step(xb, mb, gan_on, len(micro)),
@@ -163,16 +162,7 @@ class Trainer(TrainLoop):
         model = self.export_model()   # the EMA weights when enabled: what a checkpoint exports
         model.eval()
         out_dir = self.run_dir / "samples" / f"step_{self.step:08d}"
-        if self.image:
-            from ..evaluation.image_eval import evaluate_images, write_image_samples
-
-            results, examples = evaluate_images(model, self.valid_items, crop=2 * self.cfg.data.image_size)
-            write_image_samples(out_dir, examples, metrics, self.step)
-        else:
-            from ..evaluation.mel_eval import evaluate_mels, write_samples
-
-            results, examples = evaluate_mels(model, self.valid_items, max_frames=4 * self.cfg.data.segment_frames)
-            write_samples(out_dir, examples[:2], model, metrics, self.step)
+        results = self.modality.evaluate_heldout(self.cfg, model, self.valid_items, out_dir, metrics, self.step)
         metrics.write(self.step, "heldout", results)
         return results
 

@@ -1,0 +1,125 @@
+"""Audio as log-mel spectrograms: one time axis, mel bins as channels. Files of any length are
+read block by block (models/audio_files.py); training crops are `data.segment_frames` long."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..frontends.audio_io import AUDIO_EXTENSIONS, find_audio_files
+from .base import Modality
+
+AUDIO_METRICS = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_mr_stft", "vocoded_si_sdr",
+                 "vocoded_pesq_wb", "vocoded_stoi", "draft_vocoded_pesq_wb", "draft_vocoded_stoi",
+                 "draft_gv_ratio", "refined_gv_ratio", "draft_flux_ratio", "refined_flux_ratio",
+                 "draft_ms_distance_db", "refined_ms_distance_db", "tokens_per_second", "bits_per_second")
+
+
+class MelModality(Modality):
+    name, noun = "mel", "audio"
+    input_suffixes, output_suffix = AUDIO_EXTENSIONS, ".wav"
+    units = ("mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
+             "vocoded original vs vocoded reconstruction")
+    summary_keys = AUDIO_METRICS + ("codebook_usage", "perplexity")
+    padded_crops = True   # a clip shorter than data.segment_frames is padded with silence
+
+    # ---- data ------------------------------------------------------------------------------
+    def find_files(self, folder: Path) -> list[Path]:
+        return find_audio_files(folder)
+
+    def load_corpus(self, cfg, folder: str, log):
+        """Log-mel clips; with data.feature_cache, computed once, cached on disk and memory-mapped."""
+        from ..frontends.mel import MelFrontend
+
+        d = cfg.data
+        if not d.feature_cache:
+            from ..data.audio_corpus import load_mel_corpus
+
+            corpus = load_mel_corpus(folder, MelFrontend(cfg.model.mel), min_seconds=d.min_seconds,
+                                     max_seconds=d.max_seconds, log=log)
+            return corpus, [c.mel for c in corpus.clips]
+        from ..data.feature_cache import cached_mel_corpus
+
+        corpus = cached_mel_corpus(folder, MelFrontend(cfg.model.mel), d.feature_cache, min_seconds=d.min_seconds,
+                                   max_seconds=d.max_seconds, log=log, dtype=d.feature_cache_dtype)
+        return corpus, corpus.mels
+
+    def heldout_items(self, cfg, items):
+        if not cfg.data.feature_cache:
+            return items
+        from ..data.feature_cache import AsTensors
+
+        return AsTensors(items)   # held-out clips are evaluated whole, as tensors
+
+    def batches(self, cfg, model, items, batch_size: int):
+        from ..data.crops import MelCropBatches
+
+        return MelCropBatches(items, cfg.data.segment_frames, batch_size, cfg.train.seed, model.frontend.silence_level)
+
+    def crop_text(self, cfg) -> str:
+        return f"{cfg.data.segment_frames} frames"
+
+    def batch_size_key(self, cfg) -> tuple[str, int, int]:
+        return "data.segment_frames", cfg.data.segment_frames, cfg.data.segment_frames
+
+    def prepare(self, model, train_items) -> None:
+        from ..data.crops import normalization_stats
+
+        model.set_normalization(*normalization_stats(train_items))
+
+    # ---- models ----------------------------------------------------------------------------
+    def discriminator(self, cfg):
+        from ..models.discriminators import MelDiscriminators
+
+        return MelDiscriminators(cfg.model.mel.n_mels, cfg.discriminator)
+
+    # ---- evaluation ------------------------------------------------------------------------
+    def evaluate_heldout(self, cfg, model, items, out_dir: Path, metrics, step: int) -> dict:
+        from ..evaluation.mel_eval import evaluate_mels, write_samples
+
+        results, examples = evaluate_mels(model, items, max_frames=4 * cfg.data.segment_frames)
+        write_samples(out_dir, examples[:2], model, metrics, step)
+        return results
+
+    def pieces(self, tok, max_pixels):
+        from ..evaluation.mel_report import mel_pieces
+
+        return lambda p: mel_pieces(tok, p)   # a long file is scored in segments
+
+    def report_parts(self, tok, out_dir: Path, *, crop, lpips, inception, vocoder, max_vocoded):
+        from ..evaluation.mel_eval import MelAccumulator
+        from ..evaluation.mel_report import MelExamples
+
+        return MelAccumulator(tok), MelExamples(out_dir, tok, vocoder, max_vocoded)
+
+    def example_writer(self, tok, vocoder: str = "auto"):
+        from functools import partial
+
+        from ..evaluation.mel_report import write_mel_example
+        from ..vocoders import vocoder_for
+
+        return partial(write_mel_example, vocoder=vocoder_for(tok.config.model.mel, prefer=vocoder))
+
+    # ---- command line ----------------------------------------------------------------------
+    def encode_file(self, tok, src: Path, max_pixels):
+        from ..models.audio_files import encode_file   # read block by block: any length in bounded memory
+
+        tokens = encode_file(tok, src).cpu().numpy()
+        return tokens, f"{tokens.shape[-1]} tokens, {tokens.shape[-1] / tok.tokens_per_second:.2f} s"
+
+    def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False):
+        """Audio goes through the streams (any length, bounded memory) and the vocoder, one atomic
+        write per file."""
+        from ..models.audio_files import decode_to_wav, reconstruct_file
+        from ..vocoders import vocoder_for
+
+        voc = vocoder_for(tok.config.model.mel, prefer=vocoder)
+        mel_file = (lambda dst: dst.with_suffix(".mel.npy")) if save_mel else (lambda dst: None)
+
+        def decode(t, dst: Path) -> str:
+            decode_to_wav(tok, t, voc, dst, refined, mel_file(dst))
+            return f"{dst} ({voc.name})"
+
+        def reconstruct(src: Path, dst: Path) -> str:
+            reconstruct_file(tok, src, dst, voc, refined, mel_file(dst))
+            return f"{dst} ({voc.name})"
+
+        return decode, reconstruct
