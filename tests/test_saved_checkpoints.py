@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vqkit.config import load_config
+from vqkit.config import from_dict, load_config
+from vqkit.config.prior_schema import PriorConfig
 from vqkit.models.tokenizer import Tokenizer
+from vqkit.nn.transformer import swiglu_hidden
+from vqkit.priors.prior import TokenPrior
 
 V01 = Path(__file__).parent / "data" / "checkpoint-v0.1"
 
@@ -70,3 +73,37 @@ def test_the_unbounded_answer_is_measured_once(monkeypatch):
         with pytest.raises(tc.UnboundedContext, match="depends on the whole clip"):
             tok.time_context
     assert len(calls) == 1
+
+
+def _tiny_prior(dim: int, mlp_hidden: int | None) -> TokenPrior:
+    cfg = from_dict(PriorConfig, {"model": {"kind": "gpt", "dim": dim, "depth": 1, "heads": 4,
+                                            "mlp_hidden": mlp_hidden}}).validate()
+    meta = {"tokenizer_id": "t", "tokenizer_path": None, "modality": "mel", "codebook_size": 16, "channels": 1,
+            "grid": [6], "class_names": []}
+    return TokenPrior(cfg, meta).eval()
+
+
+def test_a_prior_saved_with_the_old_default_width_keeps_it(tmp_path):
+    """Until the one SwiGLU rule of nn/transformer.py, priors rounded their default MLP width to a
+    multiple of 64 from dim 256 on: 704 at dim 256, where the rule now gives 688. A checkpoint saved
+    then (model.mlp_hidden unset) loads, and resumes training, with its own width."""
+    import yaml
+
+    from vqkit.prior_commands import _resumed_width
+
+    assert swiglu_hidden(256) == 688
+    torch.manual_seed(0)
+    old = _tiny_prior(256, 704)
+    d = old.save_pretrained(tmp_path / "old")
+    raw = yaml.safe_load((d / "config.yaml").read_text())
+    raw["model"]["mlp_hidden"] = None   # what the old code saved
+    (d / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    loaded = TokenPrior.from_pretrained(d)
+    assert loaded.cfg.model.mlp_hidden == 704
+    tokens = torch.randint(0, 16, (2, 6, 1), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(loaded.net(tokens), old.net(tokens))
+    resumed = from_dict(PriorConfig, raw).validate()
+    assert _resumed_width(resumed, tmp_path, str(d)).model.mlp_hidden == 704
+    # A checkpoint with the rule's width leaves the key unset.
+    assert TokenPrior.from_pretrained(_tiny_prior(256, None).save_pretrained(tmp_path / "new")).cfg.model.mlp_hidden is None
