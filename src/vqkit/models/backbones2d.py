@@ -233,8 +233,9 @@ def build_image_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig)
 
 
 # Tensor names of checkpoints saved before nn/transformer.py existed (up to commit bb29660): a ViT
-# block held its layers itself, and the stack's final norm was the encoder's norm_out (the decoder's
-# norm_mid). Only ViT models rename them: a resnet2d or convnext encoder's norm_out keeps its name.
+# block held its layers itself, the stack's final norm was the encoder's norm_out (the decoder's
+# norm_mid), and a window attention block held its two projections. Only ViT models rename the
+# first two: a resnet2d or convnext encoder's norm_out keeps its name.
 _VIT_BLOCK = {"norm1": "attn_norm", "qkv": "attn.qkv", "proj": "attn.out", "norm2": "mlp_norm",
               "w12": "mlp.gate_up", "w3": "mlp.down"}
 Rename = tuple[re.Pattern, Callable[[re.Match], str]]
@@ -243,6 +244,9 @@ _OLD_VIT: tuple[Rename, ...] = (
      lambda m: f"{m[1]}.transformer.blocks.{m[2]}.{_VIT_BLOCK[m[3]]}."),
     (re.compile(r"encoder\.norm_out\."), lambda m: "encoder.transformer.norm."),
     (re.compile(r"decoder\.norm_mid\."), lambda m: "decoder.transformer.norm."))
+_OLD_WINDOW: tuple[Rename, ...] = (
+    (re.compile(r"decoder\.extra_attention\.(\d+)\.(qkv|proj)\."),
+     lambda m: f"decoder.extra_attention.{m[1]}.attn.{'out' if m[2] == 'proj' else 'qkv'}."),)
 
 T = TypeVar("T")
 
@@ -250,7 +254,7 @@ T = TypeVar("T")
 def upgrade_keys(state: dict[str, T], cfg: BackboneConfig) -> dict[str, T]:
     """A tokenizer's state dict (or its {name: shape}) with the names older checkpoints of this
     backbone used renamed to today's; today's names pass unchanged."""
-    renames = _OLD_VIT if cfg.kind == "vit" else ()
+    renames = _OLD_WINDOW + (_OLD_VIT if cfg.kind == "vit" else ())
 
     def renamed(key: str) -> str:
         for pattern, new in renames:
