@@ -56,7 +56,7 @@ def cmd_train_prior(args) -> int:
     return 0
 
 
-def _resumed_width(cfg, run: Path, resume):
+def _resumed_width(cfg, run: Path, resume: bool | str):
     """A resumed run keeps the MLP width its checkpoint was saved with (see keep_saved_width)."""
     from .io.weights import WEIGHTS_NAME
     from .priors.prior import keep_saved_width

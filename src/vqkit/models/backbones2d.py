@@ -238,13 +238,13 @@ def build_image_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig)
 # first two: a resnet2d or convnext encoder's norm_out keeps its name.
 _VIT_BLOCK = {"norm1": "attn_norm", "qkv": "attn.qkv", "proj": "attn.out", "norm2": "mlp_norm",
               "w12": "mlp.gate_up", "w3": "mlp.down"}
-Rename = tuple[re.Pattern, Callable[[re.Match], str]]
-_OLD_VIT: tuple[Rename, ...] = (
+_Rename = tuple[re.Pattern, Callable[[re.Match], str]]
+_OLD_VIT: tuple[_Rename, ...] = (
     (re.compile(rf"(encoder|decoder)\.blocks\.(\d+)\.({'|'.join(_VIT_BLOCK)})\."),
      lambda m: f"{m[1]}.transformer.blocks.{m[2]}.{_VIT_BLOCK[m[3]]}."),
     (re.compile(r"encoder\.norm_out\."), lambda m: "encoder.transformer.norm."),
     (re.compile(r"decoder\.norm_mid\."), lambda m: "decoder.transformer.norm."))
-_OLD_WINDOW: tuple[Rename, ...] = (
+_OLD_WINDOW: tuple[_Rename, ...] = (
     (re.compile(r"decoder\.extra_attention\.(\d+)\.(qkv|proj)\."),
      lambda m: f"decoder.extra_attention.{m[1]}.attn.{'out' if m[2] == 'proj' else 'qkv'}."),)
 
