@@ -32,6 +32,8 @@ def cmd_train_prior(args) -> int:
     run = Path(args.out)
     check_run_folder(args, [("--tokens", args.tokens), ("--valid-tokens", args.valid_tokens)])
     cfg = run_config(args, "prior-gpt", schema=PriorConfig)
+    if args.resume:
+        cfg = _resumed_width(cfg, run, args.resume)
     tok = _tokenizer(args.tokenizer)
     corpus = _corpus(args.tokens, tok.tokenizer_id, cfg.data.class_folders)
     if cfg.data.class_folders and cfg.model.num_classes == 0:
@@ -52,6 +54,18 @@ def cmd_train_prior(args) -> int:
     trainer.fit(resume=args.resume or False)
     log(f"done: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}")
     return 0
+
+
+def _resumed_width(cfg, run: Path, resume: bool | str):
+    """A resumed run keeps the MLP width its checkpoint was saved with (see keep_saved_width)."""
+    from .io.weights import WEIGHTS_NAME
+    from .priors.prior import keep_saved_width
+    from .training.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run) if resume in (True, "auto") else Path(resume)
+    if ckpt is None or not (ckpt / WEIGHTS_NAME).is_file():
+        return cfg   # nothing to resume from (a fresh start), or the loop names what is wrong
+    return keep_saved_width(cfg, ckpt / WEIGHTS_NAME)
 
 
 def _prior_and_tokenizer(args):

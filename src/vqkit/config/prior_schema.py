@@ -20,7 +20,7 @@ class _PriorModel:
     dim: int = 256
     depth: int = 6
     heads: int = 4
-    mlp_hidden: int | None = None     # None: SwiGLU default, about 8/3 * dim (see priors.transformer)
+    mlp_hidden: int | None = None     # None: SwiGLU default, about 8/3 * dim (nn.transformer.swiglu_hidden)
     dropout: float = 0.0
     num_classes: int = 0              # > 0: class-conditional; label `num_classes` is the null class (CFG)
     rope_base: float = 10000.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -18,6 +19,7 @@ from .paths import read_pointer
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.yaml"
+T = TypeVar("T")
 
 
 # First bytes of weight files that are not safetensors, named so the error says what the file is.
@@ -76,7 +78,7 @@ def check_fits(skeleton: nn.Module, path: Path, where: str) -> None:
     config gives (`skeleton`: the model built on the meta device, which allocates nothing), and
     the weights must fit in memory. A config.yaml edited to absurd sizes is refused here, naming
     the weights, instead of the allocator failing on a model that could never load them."""
-    shapes = weight_shapes(path)
+    shapes = upgraded(skeleton, weight_shapes(path))
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
     if wrong:
@@ -90,8 +92,17 @@ def check_fits(skeleton: nn.Module, path: Path, where: str) -> None:
     refuse_if_over([(where, size, "the weights")], "loading this model", gpu=False)
 
 
+def upgraded(module: nn.Module, state: dict[str, T]) -> dict[str, T]:
+    """`state` (tensors or shapes) with names of older checkpoints renamed by the module's own
+    `upgrade_state`, which a model whose tensors were renamed defines; else `state` as it is."""
+    upgrade = getattr(module, "upgrade_state", None)
+    return upgrade(state) if upgrade is not None else state
+
+
 def load_matching(module: nn.Module, state: dict, where: str) -> None:
-    """load_state_dict that turns any mismatch (keys or shapes) into one clear ValueError."""
+    """load_state_dict (older checkpoints' names upgraded) that turns any mismatch (keys or shapes)
+    into one clear ValueError."""
+    state = upgraded(module, state)
     try:
         missing, unexpected = module.load_state_dict(state, strict=False)
     except RuntimeError as e:   # shape mismatches raise even with strict=False

@@ -11,6 +11,8 @@ SeQ-GAN extra attention (cfg.decoder_attention) runs right after decoder stage 0
 from __future__ import annotations
 
 import math
+import re
+from typing import Callable, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -18,10 +20,11 @@ from torch import nn
 
 from ..config import BackboneConfig
 from ..nn.blocks2d import (AttnBlock2d, ConvNeXtBlock, Downsample2d, RMSNorm2d, ResBlock2d, Stage, Upsample2d,
-                           call_norm, group_norm, swiglu_hidden)
+                           call_norm, group_norm)
 from ..nn.spatial_norm import spatial_norm_factory
-from .backbones import encoder_layers
+from ..nn.transformer import Transformer
 from ..nn.window_attention import WindowAttention2d
+from .backbones import encoder_layers
 
 
 def _n_down(cfg: BackboneConfig) -> int:
@@ -139,30 +142,12 @@ def sincos_2d(dim: int, h: int, w: int, device=None, dtype=torch.float32) -> tor
     return torch.cat([ay.sin(), ay.cos(), ax.sin(), ax.cos()], dim=1).to(dtype)
 
 
-class TransformerBlock(nn.Module):
-    """Pre-norm block on (B, L, D): x + Attn(RMSNorm(x)); x + SwiGLU(RMSNorm(x))."""
-
-    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"model.backbone.heads: {heads} heads do not divide ViT width {dim}")
-        self.heads = heads
-        self.norm1 = nn.RMSNorm(dim, eps=1e-6)
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.RMSNorm(dim, eps=1e-6)
-        hidden = swiglu_hidden(dim)
-        self.w12 = nn.Linear(dim, 2 * hidden, bias=False)
-        self.w3 = nn.Linear(hidden, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, length, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, length, d)
-        x = x + self.dropout(self.proj(a))
-        g, u = self.w12(self.norm2(x)).chunk(2, dim=-1)
-        return x + self.dropout(self.w3(F.silu(g) * u))
+def _vit_transformer(cfg: BackboneConfig, dim: int) -> Transformer:
+    """The encoder's or decoder's stack: biased attention projections and PyTorch's default
+    initialisation (as the ViT always had; the priors re-initialise theirs), no rotary positions."""
+    if dim % cfg.heads:
+        raise ValueError(f"model.backbone.heads: {cfg.heads} heads do not divide ViT width {dim}")
+    return Transformer(dim, cfg.blocks_per_stage, cfg.heads, dropout=cfg.dropout, bias=True)
 
 
 class ViTEncoder(nn.Module):
@@ -175,8 +160,7 @@ class ViTEncoder(nn.Module):
             self.patch_embed = nn.Conv2d(in_channels, dim, 2 * f, stride=f, padding=f // 2)
         else:
             self.patch_embed = nn.Conv2d(in_channels, dim, f, stride=f)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks_per_stage))
-        self.norm_out = nn.RMSNorm(dim, eps=1e-6)
+        self.transformer = _vit_transformer(cfg, dim)
         self.proj_out = nn.Linear(dim, latent_dim)
         self.dim = dim
 
@@ -184,9 +168,7 @@ class ViTEncoder(nn.Module):
         t = self.patch_embed(x)
         b, d, h, w = t.shape
         t = t.flatten(2).transpose(1, 2) + sincos_2d(d, h, w, t.device, t.dtype)
-        for blk in self.blocks:
-            t = blk(t)
-        return self.proj_out(self.norm_out(t)).transpose(1, 2).reshape(b, -1, h, w)
+        return self.proj_out(self.transformer(t)).transpose(1, 2).reshape(b, -1, h, w)
 
 
 class SmoothUnit(nn.Module):
@@ -212,8 +194,7 @@ class ViTDecoder(_DecoderBase):
         f, dim, width = cfg.downsample, cfg.channels[-1], cfg.channels[0]
         self.f = f
         self.proj_in = nn.Linear(latent_dim, dim)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, cfg.heads, cfg.dropout) for _ in range(cfg.blocks_per_stage))
-        self.norm_mid = nn.RMSNorm(dim, eps=1e-6)
+        self.transformer = _vit_transformer(cfg, dim)
         if cfg.patch_overlap:   # overlapping patches: each output pixel is written by up to 2x2 tokens
             self.unpatchify = nn.ConvTranspose2d(dim, width, 2 * f, stride=f, padding=f // 2)
         else:                   # linear to f*f*width, then pixel-shuffle
@@ -229,9 +210,7 @@ class ViTDecoder(_DecoderBase):
         b, _, h, w = zq.shape
         t = self.proj_in(zq.flatten(2).transpose(1, 2))
         t = t + sincos_2d(t.shape[-1], h, w, t.device, t.dtype)
-        for blk in self.blocks:
-            t = blk(t)
-        t = self.norm_mid(t)
+        t = self.transformer(t)
         if isinstance(self.unpatchify, nn.ConvTranspose2d):
             x = self.unpatchify(t.transpose(1, 2).reshape(b, -1, h, w))
         else:
@@ -251,3 +230,35 @@ def build_image_backbone(in_channels: int, latent_dim: int, cfg: BackboneConfig)
     if cfg.kind == "vit":
         return ViTEncoder(in_channels, latent_dim, cfg), ViTDecoder(in_channels, latent_dim, cfg)
     raise ValueError(f"unknown image backbone {cfg.kind!r}; available: resnet2d, convnext, vit")
+
+
+# Tensor names of checkpoints saved before nn/transformer.py existed (up to commit bb29660): a ViT
+# block held its layers itself, the stack's final norm was the encoder's norm_out (the decoder's
+# norm_mid), and a window attention block held its two projections. Only ViT models rename the
+# first two: a resnet2d or convnext encoder's norm_out keeps its name.
+_VIT_BLOCK = {"norm1": "attn_norm", "qkv": "attn.qkv", "proj": "attn.out", "norm2": "mlp_norm",
+              "w12": "mlp.gate_up", "w3": "mlp.down"}
+_Rename = tuple[re.Pattern, Callable[[re.Match], str]]
+_OLD_VIT: tuple[_Rename, ...] = (
+    (re.compile(rf"(encoder|decoder)\.blocks\.(\d+)\.({'|'.join(_VIT_BLOCK)})\."),
+     lambda m: f"{m[1]}.transformer.blocks.{m[2]}.{_VIT_BLOCK[m[3]]}."),
+    (re.compile(r"encoder\.norm_out\."), lambda m: "encoder.transformer.norm."),
+    (re.compile(r"decoder\.norm_mid\."), lambda m: "decoder.transformer.norm."))
+_OLD_WINDOW: tuple[_Rename, ...] = (
+    (re.compile(r"decoder\.extra_attention\.(\d+)\.(qkv|proj)\."),
+     lambda m: f"decoder.extra_attention.{m[1]}.attn.{'out' if m[2] == 'proj' else 'qkv'}."),)
+
+T = TypeVar("T")
+
+
+def upgrade_keys(state: dict[str, T], cfg: BackboneConfig) -> dict[str, T]:
+    """A tokenizer's state dict (or its {name: shape}) with the names older checkpoints of this
+    backbone used renamed to today's; today's names pass unchanged."""
+    renames = _OLD_WINDOW + (_OLD_VIT if cfg.kind == "vit" else ())
+
+    def renamed(key: str) -> str:
+        for pattern, new in renames:
+            if m := pattern.match(key):
+                return new(m) + key[m.end():]
+        return key
+    return {renamed(k): v for k, v in state.items()}

@@ -27,6 +27,7 @@ from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, check_fits, load_matching, 
                           resolve_checkpoint_dir, save_weights, state_hash)
 from ..quantizers import build_quantizer
 from .backbones import build_backbone
+from .backbones2d import upgrade_keys
 from .refiner import Refiner
 
 
@@ -256,6 +257,11 @@ class Tokenizer(nn.Module):
         return grid + ((self.tokens_per_position,) if self.tokens_per_position > 1 else ())
 
     # ---- files ---------------------------------------------------------------------------
+    def upgrade_state(self, state: dict) -> dict:
+        """Names of tensors (or of their shapes) in checkpoints of earlier versions -> this model's;
+        io.weights applies it wherever weights are checked or loaded into a tokenizer."""
+        return upgrade_keys(state, self.config.model.backbone) if self.modality == "image" else state
+
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.yaml + model.safetensors into `directory` (created if needed)."""
         d = Path(directory)

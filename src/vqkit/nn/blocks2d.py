@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .transformer import swiglu_hidden
+
 NormFactory = Callable[[int], nn.Module]
 
 
@@ -91,11 +93,6 @@ class AttnBlock2d(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         out = out.transpose(-1, -2).reshape(b, c, hh, ww)
         return x + self.dropout(self.proj(out))
-
-
-def swiglu_hidden(channels: int) -> int:
-    # 2/3 of a 4x MLP keeps the parameter count of a GELU MLP; round to a multiple of 8.
-    return max(8, (8 * channels // 3 + 7) // 8 * 8)
 
 
 class SwiGLU2d(nn.Module):

@@ -3,15 +3,18 @@
 window:  attention inside non-overlapping w x w windows (block-regional).
 dilated: attention inside each of the (H/w) x (W/w) grid groups; a group holds the w x w tokens that are
          H/w (resp. W/w) apart, so it spans the whole image sparsely.
-Both are residual blocks x + proj(attn(norm(x))). The norm is per pixel (LayerNorm over channels):
-a GroupNorm would pool statistics over the whole image and break locality. When H or W is not a
-multiple of the window, the map is zero-padded and the padded tokens are masked out of the keys.
+Both are residual blocks x + attn(norm(x)), attn being nn.transformer's attention over a group's
+tokens. The norm is per pixel (LayerNorm over channels): a GroupNorm would pool statistics over the
+whole image and break locality. When H or W is not a multiple of the window, the map is zero-padded
+and the padded tokens are masked out of the keys.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .transformer import Attention
 
 
 def _partition(x: torch.Tensor, wh: int, ww: int, mode: str) -> torch.Tensor:
@@ -50,14 +53,13 @@ class WindowAttention2d(nn.Module):
             raise ValueError(f"unknown local attention mode {mode!r}; use 'window' or 'dilated'")
         if channels % heads:
             raise ValueError(f"model.backbone.heads: {heads} heads do not divide width {channels}")
-        self.mode, self.window, self.heads = mode, window, heads
+        self.mode, self.window = mode, window
         self.norm = nn.LayerNorm(channels, eps=1e-6)
-        self.qkv = nn.Linear(channels, 3 * channels)
-        self.proj = nn.Linear(channels, channels)
+        self.attn = Attention(channels, heads, bias=True)
         self.dropout = nn.Dropout(dropout)
         if zero_init:
-            nn.init.zeros_(self.proj.weight)
-            nn.init.zeros_(self.proj.bias)
+            nn.init.zeros_(self.attn.out.weight)
+            nn.init.zeros_(self.attn.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -72,10 +74,6 @@ class WindowAttention2d(nn.Module):
             # (groups, 1, 1, tokens): keys that are padding get no weight; broadcast over batch and heads.
             mask = _partition(valid, wh, ww, self.mode).reshape(-1, 1, 1, wh * ww).repeat(b, 1, 1, 1)
         hp, wp = h + ph, w + pw
-        tokens = _partition(t, wh, ww, self.mode)
-        n, length, _ = tokens.shape
-        q, k, v = self.qkv(tokens).reshape(n, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = self.proj(out.transpose(1, 2).reshape(n, length, c))
+        out = self.attn(_partition(t, wh, ww, self.mode), mask=mask)
         out = _merge(out, b, hp, wp, wh, ww, self.mode)[:, :h, :w]
         return x + self.dropout(out.permute(0, 3, 1, 2))

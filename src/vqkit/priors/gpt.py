@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config.prior_schema import PriorModelConfig
+from ..nn.transformer import KVCache
 from .sampling import sample_logits
-from .transformer import KVCache, TokenTransformer, check_tokens
+from .transformer import TokenTransformer, check_tokens
 
 
 class GPTPrior(TokenTransformer):
@@ -65,7 +66,7 @@ class GPTPrior(TokenTransformer):
         all_logits = [] if return_logits else None
         caches: list[KVCache] | None = None
         if use_cache:
-            caches = self.transformer.new_caches(n, device, prefix.dtype)
+            caches = self.transformer.new_caches(n, self.max_len, device, prefix.dtype)
         step_input = prefix
         for t in range(length):
             if use_cache:   # only the newest position: earlier keys and values come from the cache

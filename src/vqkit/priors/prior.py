@@ -23,7 +23,8 @@ from ..config.io import prune_kinds, read_yaml
 from ..config.prior_schema import PriorConfig
 from ..io.files import atomic_write, read_limited
 from ..io.weights import (CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir,
-                          save_weights)
+                          save_weights, weight_shapes)
+from ..nn.transformer import swiglu_hidden
 from . import build_prior
 
 META_NAME = "prior.json"
@@ -124,9 +125,20 @@ class TokenPrior(nn.Module):
             cfg = from_dict(PriorConfig, prune_kinds(PriorConfig, raw)).validate()   # saved flat: other kinds' keys go
         except ValueError as e:
             raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None
-        prior = cls(cfg, meta)
+        prior = cls(keep_saved_width(cfg, d / WEIGHTS_NAME), meta)
         load_matching(prior, read_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
         return prior.eval()
+
+
+def keep_saved_width(cfg: PriorConfig, weights: Path) -> PriorConfig:
+    """A saved config without model.mlp_hidden means the default width of the code that saved it:
+    before the one nn.transformer rule, priors rounded it to a multiple of 64 from dim 256 on (704,
+    not 688, at dim 256). The weights say which width it was; the config then names it."""
+    if cfg.model.mlp_hidden is None:
+        shape = weight_shapes(weights).get("net.transformer.blocks.0.mlp.down.weight")
+        if shape is not None and shape[-1] != swiglu_hidden(cfg.model.dim):
+            cfg.model.mlp_hidden = shape[-1]
+    return cfg
 
 
 def tokens_meta(corpus, grid: tuple[int, ...], tokenizer_path: str | None) -> dict:

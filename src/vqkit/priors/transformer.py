@@ -1,5 +1,5 @@
-"""The transformer both token priors share: pre-norm blocks of RMSNorm, rotary self-attention
-(scaled_dot_product_attention, causal or bidirectional, with an optional KV cache) and a SwiGLU MLP.
+"""What both token priors are built from around the shared transformer (nn/transformer.py): per-channel
+token embeddings, the prefix token, GPT-2 style initialisation and a head of c x K logits per position.
 """
 from __future__ import annotations
 
@@ -7,147 +7,9 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config.prior_schema import PriorModelConfig
-
-
-def swiglu_hidden(dim: int) -> int:
-    """About 8/3 * dim (the same parameters as a 4 * dim GELU MLP), rounded up to a multiple of 64
-    from dim 256 on (matmul-friendly sizes) and of 8 below (tiny models stay tiny)."""
-    multiple = 64 if dim >= 256 else 8
-    return multiple * math.ceil(8 * dim / 3 / multiple)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-class SwiGLU(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
-        super().__init__()
-        self.gate_up = nn.Linear(dim, 2 * hidden, bias=False)   # one matmul for gate and value
-        self.down = nn.Linear(hidden, dim, bias=False)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.dropout(self.down(F.silu(gate) * up))
-
-
-class Rotary(nn.Module):
-    """Rotary position embedding tables for positions [0, max_len), rotate-half layout."""
-
-    def __init__(self, head_dim: int, max_len: int, base: float):
-        super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
-        angles = torch.arange(max_len, dtype=torch.float64)[:, None] * inv_freq[None]
-        angles = torch.cat([angles, angles], dim=-1)
-        # Not saved in checkpoints: a pure function of the config.
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
-        self.max_len = max_len
-
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """x: (B, H, L, head_dim) at positions start .. start + L - 1."""
-        end = start + x.shape[-2]
-        if end > self.max_len:
-            raise ValueError(f"position {end - 1} is beyond the model's max_len {self.max_len}")
-        cos = self.cos[start:end].to(x.dtype)
-        sin = self.sin[start:end].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
-
-
-class KVCache:
-    """Keys and values of one layer for positions [0, length), preallocated to max_len."""
-
-    def __init__(self, batch: int, heads: int, max_len: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype):
-        self.k = torch.empty(batch, heads, max_len, head_dim, device=device, dtype=dtype)
-        self.v = torch.empty_like(self.k)
-        self.length = 0
-
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.shape[-2]
-        self.k[:, :, self.length:end] = k
-        self.v[:, :, self.length:end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, dropout: float):
-        super().__init__()
-        self.heads = heads
-        self.head_dim = dim // heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim, bias=False)
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, rotary: Rotary, causal: bool, cache: KVCache | None = None) -> torch.Tensor:
-        b, length, dim = x.shape
-        start = cache.length if cache is not None else 0
-        # (B, L, 3, H, hd) -> three contiguous (B, H, L, hd): SDPA's fast CPU kernels want unit stride.
-        q, k, v = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()
-        q, k = rotary(q, start), rotary(k, start)
-        mask, is_causal = None, causal
-        if cache is not None:
-            k, v = cache.append(k, v)
-            if start > 0:
-                is_causal = False   # SDPA's is_causal aligns to the top-left corner, not the cached end
-                if causal and length > 1:   # several new queries: each sees the cache and its own past
-                    mask = torch.ones(length, start + length, dtype=torch.bool, device=x.device).tril(start)
-        p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal and length > 1)
-        return self.out(y.transpose(1, 2).reshape(b, length, dim))
-
-
-class Block(nn.Module):
-    def __init__(self, dim: int, heads: int, mlp_hidden: int, dropout: float):
-        super().__init__()
-        self.attn_norm = RMSNorm(dim)
-        self.attn = Attention(dim, heads, dropout)
-        self.mlp_norm = RMSNorm(dim)
-        self.mlp = SwiGLU(dim, mlp_hidden, dropout)
-        self.resid_dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, rotary: Rotary, causal: bool, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.resid_dropout(self.attn(self.attn_norm(x), rotary, causal, cache))
-        return x + self.mlp(self.mlp_norm(x))
-
-
-class Transformer(nn.Module):
-    """Blocks + final norm over already embedded inputs (B, L, dim) -> hidden states (B, L, dim)."""
-
-    def __init__(self, cfg: PriorModelConfig, max_len: int):
-        super().__init__()
-        self.cfg = cfg
-        self.max_len = max_len
-        hidden = cfg.mlp_hidden or swiglu_hidden(cfg.dim)
-        self.rotary = Rotary(cfg.dim // cfg.heads, max_len, cfg.rope_base)
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, hidden, cfg.dropout) for _ in range(cfg.depth))
-        self.norm = RMSNorm(cfg.dim)
-        self.apply(init_weights)
-        # GPT-2 style: residual branches start small, so the stack starts close to the identity.
-        for block in self.blocks:
-            for proj in (block.attn.out, block.mlp.down):
-                nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * cfg.depth))
-
-    def new_caches(self, batch: int, device: torch.device, dtype: torch.dtype) -> list[KVCache]:
-        heads, hd = self.cfg.heads, self.cfg.dim // self.cfg.heads
-        return [KVCache(batch, heads, self.max_len, hd, device, dtype) for _ in self.blocks]
-
-    def forward(self, x: torch.Tensor, causal: bool, caches: list[KVCache] | None = None) -> torch.Tensor:
-        for i, block in enumerate(self.blocks):
-            x = block(x, self.rotary, causal, caches[i] if caches is not None else None)
-        return self.norm(x)
+from ..nn.transformer import Transformer
 
 
 def init_weights(module: nn.Module) -> None:
@@ -157,7 +19,14 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-# ---- token inputs and outputs shared by both priors ------------------------------------------------
+def gpt2_init(transformer: Transformer) -> None:
+    """N(0, 0.02) weights; the residual branches' output projections smaller still, so the stack
+    starts close to the identity."""
+    transformer.apply(init_weights)
+    for block in transformer.blocks:
+        for proj in (block.attn.out, block.mlp.down):
+            nn.init.normal_(proj.weight, std=0.02 / math.sqrt(2 * len(transformer.blocks)))
+
 
 class ChannelEmbedding(nn.Module):
     """The c indices of one position -> ONE input vector: the sum of c per-channel embeddings.
@@ -222,7 +91,9 @@ class TokenTransformer(nn.Module):
         self.embed = ChannelEmbedding(channels, codebook_size + extra_ids, cfg.dim)
         self.prefix = PrefixToken(cfg.num_classes, cfg.dim)
         self.input_dropout = nn.Dropout(cfg.dropout)
-        self.transformer = Transformer(cfg, positions)
+        self.transformer = Transformer(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_hidden, cfg.dropout,
+                                       attn_dropout=cfg.dropout, rotary_len=positions, rope_base=cfg.rope_base)
+        gpt2_init(self.transformer)
         self.head = nn.Linear(cfg.dim, channels * codebook_size)
         for module in (self.embed, self.prefix, self.head):
             module.apply(init_weights)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, TrainConfig
-from ..io.weights import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir
+from ..io.weights import CONFIG_NAME, WEIGHTS_NAME, load_matching, read_weights, resolve_checkpoint_dir, upgraded
 from ..modalities import modality_of
 from ..models.tokenizer import Tokenizer
 
@@ -49,7 +49,7 @@ def start_from(model: Tokenizer, train: TrainConfig, log) -> list[str]:
         src = resolve_checkpoint_dir(train.init_from)
     except FileNotFoundError as e:
         raise ConfigError(f"train.init_from: {e}") from None
-    state = read_weights(src / WEIGHTS_NAME)   # refuses (and names) pickles: nothing is unpickled
+    state = upgraded(model, read_weights(src / WEIGHTS_NAME))   # refuses (and names) pickles: nothing is unpickled
     own = model.state_dict()
     new = [k for k in own if k.startswith(NEW_IN_PHASE_2) and k not in state] if train.phase == 2 else []
     try:
