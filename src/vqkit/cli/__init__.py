@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def _add_train(sub, prior: bool = False) -> None:
@@ -68,7 +68,7 @@ def _add_prior_verbs(sub) -> None:
 
 
 def _add_max_pixels(p) -> None:
-    from .frontends.image import MAX_PIXELS
+    from ..frontends.image import MAX_PIXELS
 
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
                    help=f"images: refuse larger ones before decoding them (default {MAX_PIXELS:,})")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _verb_modules() -> dict:
-    from . import info_command, stream_command
+    from .. import info_command, stream_command
 
     return {"info": info_command, "stream": stream_command}
 
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(os.environ.get("VQKIT_DEBUG"))   # set it to see the traceback of any error
     try:
-        from . import commands, prior_commands
+        from .. import commands, prior_commands
 
         verbs = _verb_modules().get(args.verb) or (
             prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands)
@@ -178,6 +178,3 @@ def _one_line(e: BaseException) -> str:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
     return "; ".join(lines) or type(e).__name__
 
-
-if __name__ == "__main__":
-    sys.exit(main())
