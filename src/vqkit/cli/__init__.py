@@ -119,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _verb_modules() -> dict:
-    from .. import info_command, stream_command
+    from . import info, stream
 
-    return {"info": info_command, "stream": stream_command}
+    return {"info": info, "stream": stream}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .. import commands, prior_commands
 
-        verbs = _verb_modules().get(args.verb) or (
-            prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands)
+        verb = _verb_modules().get(args.verb)
+        if verb:
+            return verb.run(args) or 0
+        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands
         return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)

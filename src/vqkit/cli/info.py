@@ -13,11 +13,11 @@ def add_parser(sub) -> None:
     p.add_argument("--presets", action="store_true")
 
 
-def cmd_info(args) -> int:
-    from .commands import _load_tokenizer, log
-    from .config import available_presets
-    from .io.weights import resolve_checkpoint_dir
-    from .models.time_context import time_facts
+def run(args) -> int:
+    from ..commands import _load_tokenizer, log
+    from ..config import available_presets
+    from ..io.weights import resolve_checkpoint_dir
+    from ..models.time_context import time_facts
 
     if args.presets or not args.checkpoint:
         log("presets: " + ", ".join(available_presets()))
@@ -55,7 +55,7 @@ def cmd_info(args) -> int:
 
 
 def _trained_steps(state_json: Path) -> int | None:
-    from .io.files import read_limited
+    from ..io.files import read_limited
 
     if not state_json.is_file():
         return None
