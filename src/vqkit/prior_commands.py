@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .commands import check_run_folder, log, run_config
+from .cli.shared import check_run_folder, log, run_config
 
 
 def _refuse_overlap(output: str, tokens: str, flag: str) -> None:

@@ -22,25 +22,15 @@ import sys
 from ..config import ConfigError
 
 
-def _add_train(sub, prior: bool = False) -> None:
-    if prior:
-        p = sub.add_parser("train-prior", help="train a token prior (GPT or MaskGIT) on `vqkit encode` output")
-        p.add_argument("--preset", default=None, help="prior-gpt (default) or prior-maskgit")
-        p.add_argument("--tokenizer", required=True, help="the tokenizer checkpoint that made the tokens")
-        p.add_argument("--tokens", required=True, help="folder of token files from `vqkit encode`")
-        p.add_argument("--valid-tokens", default=None, help="held-out token folder (default: a hash split)")
-    else:
-        p = sub.add_parser("train", help="train a tokenizer on a folder of audio files or images")
-        p.add_argument("--preset", default=None, help="preset name (see `vqkit info --presets`)")
-        p.add_argument("--data", required=True, help="folder of audio files or images (searched recursively)")
-        p.add_argument("--valid-data", default=None, help="held-out folder (default: a hash split of --data)")
-    p.add_argument("--config", default=None, help="YAML file merged over the preset")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|CKPT",
-                   help="continue the run: `auto` (the default) = its newest complete checkpoint, or a fresh "
-                        "start when there is none (the same command restarts a preempted job); or a checkpoint dir")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=2000")
+def _add_train_prior(sub) -> None:
+    from .shared import add_run_options
+
+    p = sub.add_parser("train-prior", help="train a token prior (GPT or MaskGIT) on `vqkit encode` output")
+    p.add_argument("--preset", default=None, help="prior-gpt (default) or prior-maskgit")
+    p.add_argument("--tokenizer", required=True, help="the tokenizer checkpoint that made the tokens")
+    p.add_argument("--tokens", required=True, help="folder of token files from `vqkit encode`")
+    p.add_argument("--valid-tokens", default=None, help="held-out token folder (default: a hash split)")
+    add_run_options(p)
 
 
 def _add_prior_verbs(sub) -> None:
@@ -67,61 +57,24 @@ def _add_prior_verbs(sub) -> None:
     v.add_argument("--examples", type=int, default=6, help="windows decoded side by side")
 
 
-def _add_max_pixels(p) -> None:
-    from ..frontends.image import MAX_PIXELS
-
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
-                   help=f"images: refuse larger ones before decoding them (default {MAX_PIXELS:,})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqkit", description="Train, evaluate and use discrete tokenizers.")
     sub = parser.add_subparsers(dest="verb", required=True)
-    d = sub.add_parser("data", help="build a demo corpus")
-    d.add_argument("corpus", choices=["demo-speech", "demo-images"])
-    d.add_argument("out", help="output folder")
-    d.add_argument("--source", choices=["auto", "asterisk", "espeak"], default="auto")
-    _add_train(sub)
-    _add_train(sub, prior=True)
+    verbs = _verb_modules()   # each declares its parser beside its handler
+    verbs["data"].add_parser(sub)
+    verbs["train"].add_parser(sub)
+    _add_train_prior(sub)
     _add_prior_verbs(sub)
-    for verb, what in (("encode", "audio/image file or folder -> token .npy files"),
-                       ("decode", "token .npy file or folder -> audio/images"),
-                       ("reconstruct", "audio/image file or folder -> tokens -> audio/images")):
-        p = sub.add_parser(verb, help=what)
-        p.add_argument("checkpoint", help="checkpoint or run directory")
-        p.add_argument("input")
-        p.add_argument("-o", "--output", required=True)
-        p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
-        if verb != "decode":
-            _add_max_pixels(p)
-        if verb != "encode":
-            p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
-            p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
-            p.add_argument("--save-mel", action="store_true", help="also write the decoded log-mel as .mel.npy")
-    e = sub.add_parser("eval", help="held-out metrics and a report folder")
-    e.add_argument("checkpoint")
-    e.add_argument("--data", required=True, help="folder of held-out audio or images")
-    e.add_argument("--out", default=None, help="report folder (default: CKPT/report)")
-    e.add_argument("--examples", type=int, default=8, help="clips rendered as pictures and audio")
-    e.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
-    e.add_argument("--max-vocoded", type=int, default=None,
-                   help="audio: vocode and score only the first N clips (default: all)")
-    e.add_argument("--crop", type=int, default=512, help="images: centre crop side (default 512; 0 = whole image)")
-    e.add_argument("--vgg-weights", default=None, help="images: torchvision vgg16 weights, for LPIPS")
-    e.add_argument("--lpips-weights", default=None, help="images: LPIPS linear heads (lpips wheel's vgg.pth)")
-    e.add_argument("--inception-weights", default=None,
-                   help="images: pytorch-fid's pt_inception-2015-12-05-6726825d.pth, for rFID")
-    e.add_argument("--no-progress", action="store_true")
-    _add_max_pixels(e)
-    for module in _verb_modules().values():   # verbs whose module declares its parser beside its handler
-        module.add_parser(sub)
+    for verb in ("encode", "decode", "reconstruct", "eval", "info", "stream"):
+        verbs[verb].add_parser(sub)
     return parser
 
 
 def _verb_modules() -> dict:
-    from . import info, stream
+    from . import data, decode, encode, eval, info, reconstruct, stream, train
 
-    return {"info": info, "stream": stream}
+    return {"data": data, "train": train, "encode": encode, "decode": decode, "reconstruct": reconstruct,
+            "eval": eval, "info": info, "stream": stream}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,13 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(os.environ.get("VQKIT_DEBUG"))   # set it to see the traceback of any error
     try:
-        from .. import commands, prior_commands
+        from .. import prior_commands
 
         verb = _verb_modules().get(args.verb)
         if verb:
             return verb.run(args) or 0
-        verbs = prior_commands if args.verb in ("train-prior", "sample", "visualize-prior", "pack-tokens") else commands
-        return getattr(verbs, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
+        return getattr(prior_commands, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)
         return 130

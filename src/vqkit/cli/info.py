@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from .shared import load_tokenizer, log
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint (or list presets)")
@@ -14,7 +16,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..commands import _load_tokenizer, log
     from ..config import available_presets
     from ..io.weights import resolve_checkpoint_dir
     from ..models.time_context import time_facts
@@ -23,7 +24,7 @@ def run(args) -> int:
         log("presets: " + ", ".join(available_presets()))
         log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
         return 0
-    tok = _load_tokenizer(args.checkpoint)
+    tok = load_tokenizer(args.checkpoint)
     cfg = tok.config
     m = cfg.model
     n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731

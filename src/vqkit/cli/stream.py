@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .shared import load_tokenizer, log
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("stream", help="stream an audio file through a tokenizer chunk by chunk (latency, speed)")
@@ -72,10 +74,9 @@ def stream_file(tok, src: Path, chunk_ms: float, refined: bool = True) -> dict:
 
 
 def run(args) -> int:
-    from ..commands import _load_tokenizer, log
     from ..vocoders import vocoder_for
 
-    tok = _load_tokenizer(args.checkpoint)
+    tok = load_tokenizer(args.checkpoint)
     if args.chunk_ms <= 0:
         raise ValueError(f"--chunk-ms must be > 0, got {args.chunk_ms}")
     from ..io.paths import refuse_overwriting_inputs

@@ -1,0 +1,124 @@
+"""What more than one verb uses: the log, tokenizer loading, corpus loading, a run's config and
+output folder, and the options those verbs share."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import Config, load_config
+
+if TYPE_CHECKING:
+    import torch
+
+
+def log(msg: str) -> None:
+    # under torchrun / accelerate launch every process runs this code; one of them speaks
+    if os.environ.get("RANK", "0") == "0":
+        print(msg, flush=True)
+
+
+def load_tokenizer(path):
+    from ..models.tokenizer import Tokenizer
+
+    return Tokenizer.from_pretrained(path)
+
+
+def add_max_pixels(p) -> None:
+    from ..frontends.image import MAX_PIXELS
+
+    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS,
+                   help=f"images: refuse larger ones before decoding them (default {MAX_PIXELS:,})")
+
+
+def add_run_options(p) -> None:
+    """The options of a training run, after the verb's own data options (train, train-prior)."""
+    p.add_argument("--config", default=None, help="YAML file merged over the preset")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, logs, samples)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="auto|CKPT",
+                   help="continue the run: `auto` (the default) = its newest complete checkpoint, or a fresh "
+                        "start when there is none (the same command restarts a preempted job); or a checkpoint dir")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. train.steps=2000")
+
+
+def load_corpus(cfg, folder: str):
+    """The folder's usable items as a corpus: log-mel clips or images, bad files skipped and counted."""
+    if cfg.model.modality == "image":
+        from ..data.image_corpus import load_image_corpus
+
+        return load_image_corpus(folder, channels=cfg.model.image.channels, log=log)
+    from ..data.audio_corpus import load_mel_corpus
+    from ..frontends.mel import MelFrontend
+
+    return load_mel_corpus(folder, MelFrontend(cfg.model.mel), min_seconds=cfg.data.min_seconds,
+                           max_seconds=cfg.data.max_seconds, log=log)
+
+
+def corpus_items(corpus) -> list[torch.Tensor]:
+    return list(corpus.images) if hasattr(corpus, "images") else [c.mel for c in corpus.clips]
+
+
+def _corpus_and_items(cfg, folder: str):
+    """(corpus, items) of a folder: with data.feature_cache, log-mels cached on disk and memory-mapped."""
+    if not cfg.data.feature_cache:
+        corpus = load_corpus(cfg, folder)
+        return corpus, corpus_items(corpus)
+    if cfg.model.modality == "image":
+        from ..config import ConfigError
+
+        raise ConfigError("data.feature_cache: applies to mel (audio) models only; remove it for image models")
+    from ..data.feature_cache import cached_mel_corpus
+    from ..frontends.mel import MelFrontend
+
+    corpus = cached_mel_corpus(folder, MelFrontend(cfg.model.mel), cfg.data.feature_cache,
+                               min_seconds=cfg.data.min_seconds, max_seconds=cfg.data.max_seconds, log=log,
+                               dtype=cfg.data.feature_cache_dtype)
+    return corpus, corpus.mels
+
+
+def _pick(items, indices: list[int]):
+    return items.subset(indices) if hasattr(items, "subset") else [items[i] for i in indices]
+
+
+def load_train_and_valid(cfg, data: str, valid_data: str | None):
+    """(training items, held-out items): --valid-data's, else a file-name hash split of data."""
+    from ..data.audio_corpus import split_by_hash
+
+    corpus, train = _corpus_and_items(cfg, data)
+    if valid_data:
+        valid = _corpus_and_items(cfg, valid_data)[1]
+    elif cfg.data.valid_fraction > 0 and len(train) >= 2:
+        tr, va = split_by_hash(corpus.relative_paths(), cfg.data.valid_fraction)
+        train, valid = _pick(train, tr), _pick(train, va)
+        log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
+    else:
+        valid = []
+    if cfg.data.feature_cache:
+        from ..data.feature_cache import AsTensors
+
+        valid = AsTensors(valid)   # held-out clips are evaluated whole, as tensors
+    return train, valid
+
+
+def run_config(args, default_preset: str, schema: type = Config):
+    """The config of `vqkit train` / `train-prior --out RUN`: a resumed run keeps its own config.yaml
+    (overrides on top); a new run is preset <- --config <- overrides, and may not overwrite a run."""
+    run = Path(args.out)
+    if args.resume and (run / "config.yaml").exists():
+        log(f"resuming with the run's own config ({run / 'config.yaml'})")
+        return load_config(path=run / "config.yaml", overrides=args.overrides, schema=schema, saved=True)
+    if not args.resume and (run / "checkpoints" / "latest").exists():
+        raise RuntimeError(f"{run} already holds a training run; pass --resume to continue it, "
+                           "or choose another --out")
+    return load_config(preset=args.preset or default_preset, path=args.config, overrides=args.overrides,
+                       schema=schema)
+
+
+def check_run_folder(args, inputs: list[tuple[str, str | None]]) -> None:
+    """Before a run loads anything: --out must be a writable folder apart from its inputs (its
+    samples and checkpoints would otherwise be read back as training data on --resume)."""
+    from ..io.paths import check_output_folder, refuse_overlap
+
+    check_output_folder(Path(args.out), "--out")
+    refuse_overlap(Path(args.out), "--out", [(flag, Path(p) if p else None) for flag, p in inputs])
