@@ -20,61 +20,22 @@ import os
 import sys
 
 from ..config import ConfigError
+from . import (data, decode, encode, eval, info, pack_tokens, reconstruct, sample, stream, train, train_prior,
+               visualize_prior)
 
-
-def _add_train_prior(sub) -> None:
-    from .shared import add_run_options
-
-    p = sub.add_parser("train-prior", help="train a token prior (GPT or MaskGIT) on `vqkit encode` output")
-    p.add_argument("--preset", default=None, help="prior-gpt (default) or prior-maskgit")
-    p.add_argument("--tokenizer", required=True, help="the tokenizer checkpoint that made the tokens")
-    p.add_argument("--tokens", required=True, help="folder of token files from `vqkit encode`")
-    p.add_argument("--valid-tokens", default=None, help="held-out token folder (default: a hash split)")
-    add_run_options(p)
-
-
-def _add_prior_verbs(sub) -> None:
-    s = sub.add_parser("sample", help="sample tokens from a prior and decode them to images / audio")
-    v = sub.add_parser("visualize-prior", help="SeQ-GAN's view: teacher-forced top-1 predictions of an AR prior")
-    for p in (s, v):
-        p.add_argument("prior", help="prior checkpoint or run directory")
-        p.add_argument("-o", "--output", required=True, help="output folder (index.html and files)")
-        p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the one the prior recorded)")
-        p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
-    s.add_argument("-n", type=int, default=16, help="number of samples")
-    s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("--temperature", type=float, default=None, help="default: the prior's sample.temperature")
-    s.add_argument("--top-k", type=int, default=None)
-    s.add_argument("--top-p", type=float, default=None)
-    s.add_argument("--steps", type=int, default=None, help="MaskGIT decoding passes (default: model.maskgit_steps)")
-    s.add_argument("--label", default=None, help="class name or index (class-conditional priors)")
-    s.add_argument("--seed", type=int, default=0)
-    v.add_argument("--tokens", required=True, help="held-out token folder from `vqkit encode`")
-    k = sub.add_parser("pack-tokens", help="pack a folder of token files into one sharded store (large corpora)")
-    k.add_argument("tokens", help="folder of token files from `vqkit encode`")
-    k.add_argument("-o", "--output", required=True, help="store directory (use it as --tokens)")
-    k.add_argument("--shard-mb", type=int, default=256)
-    v.add_argument("--examples", type=int, default=6, help="windows decoded side by side")
+# Each verb is a module here: add_parser(sub) declares its options beside run(args), which does it.
+# `vqkit --help` lists the verbs in this order.
+VERBS = {"data": data, "train": train, "train-prior": train_prior, "sample": sample,
+         "visualize-prior": visualize_prior, "pack-tokens": pack_tokens, "encode": encode, "decode": decode,
+         "reconstruct": reconstruct, "eval": eval, "info": info, "stream": stream}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vqkit", description="Train, evaluate and use discrete tokenizers.")
     sub = parser.add_subparsers(dest="verb", required=True)
-    verbs = _verb_modules()   # each declares its parser beside its handler
-    verbs["data"].add_parser(sub)
-    verbs["train"].add_parser(sub)
-    _add_train_prior(sub)
-    _add_prior_verbs(sub)
-    for verb in ("encode", "decode", "reconstruct", "eval", "info", "stream"):
-        verbs[verb].add_parser(sub)
+    for module in VERBS.values():
+        module.add_parser(sub)
     return parser
-
-
-def _verb_modules() -> dict:
-    from . import data, decode, encode, eval, info, reconstruct, stream, train
-
-    return {"data": data, "train": train, "encode": encode, "decode": decode, "reconstruct": reconstruct,
-            "eval": eval, "info": info, "stream": stream}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     debug = bool(os.environ.get("VQKIT_DEBUG"))   # set it to see the traceback of any error
     try:
-        from .. import prior_commands
-
-        verb = _verb_modules().get(args.verb)
-        if verb:
-            return verb.run(args) or 0
-        return getattr(prior_commands, f"cmd_{args.verb.replace('-', '_')}")(args) or 0
+        return VERBS[args.verb].run(args) or 0
     except KeyboardInterrupt:
         print(f"vqkit {args.verb}: interrupted", file=sys.stderr)
         return 130

@@ -122,3 +122,44 @@ def check_run_folder(args, inputs: list[tuple[str, str | None]]) -> None:
 
     check_output_folder(Path(args.out), "--out")
     refuse_overlap(Path(args.out), "--out", [(flag, Path(p) if p else None) for flag, p in inputs])
+
+
+def refuse_output_overlap(output: str, tokens: str, flag: str) -> None:
+    """-o apart from the token folder it reads (visualize-prior, pack-tokens): io.paths.refuse_overlap."""
+    from ..io.paths import refuse_overlap
+
+    refuse_overlap(Path(output), "-o", [(flag, Path(tokens))])
+
+
+def token_corpus(folder: str, tokenizer_id: str, class_folders: bool):
+    from ..priors.token_data import TokenCorpus
+
+    return TokenCorpus.from_folder(folder, tokenizer_id=tokenizer_id, class_folders=class_folders, log=log)
+
+
+def add_prior_options(p) -> None:
+    """What sample and visualize-prior both take: the prior, the output folder, and how to decode."""
+    p.add_argument("prior", help="prior checkpoint or run directory")
+    p.add_argument("-o", "--output", required=True, help="output folder (index.html and files)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint (default: the one the prior recorded)")
+    p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+
+
+def prior_and_tokenizer(args):
+    """(prior, its tokenizer, a vocoder for mel tokenizers, else None) for sample and visualize-prior."""
+    from ..priors.prior import TokenPrior
+
+    prior = TokenPrior.from_pretrained(args.prior)
+    path = args.tokenizer or prior.meta.get("tokenizer_path")
+    if not path or not Path(path).exists():
+        raise FileNotFoundError(f"{args.prior}: its tokenizer {path!r} is not there; pass --tokenizer CKPT")
+    tok = load_tokenizer(path)
+    if tok.tokenizer_id != prior.meta["tokenizer_id"]:
+        raise ValueError(f"{path}: tokenizer {tok.tokenizer_id} is not the one this prior models "
+                         f"({prior.meta['tokenizer_id']}); pass the checkpoint that encoded its tokens")
+    vocoder = None
+    if tok.modality == "mel":
+        from ..vocoders import vocoder_for
+
+        vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
+    return prior, tok, vocoder
