@@ -20,14 +20,15 @@ import os
 import sys
 
 from ..config import ConfigError
-from . import (data, decode, encode, eval, info, pack_tokens, reconstruct, sample, stream, train, train_prior,
+from . import (data, decode, encode, evaluate, info, pack_tokens, reconstruct, sample, stream, train, train_prior,
                visualize_prior)
 
-# Each verb is a module here: add_parser(sub) declares its options beside run(args), which does it.
-# `vqkit --help` lists the verbs in this order.
+# Each verb is a module here: add_parser(sub) declares its options beside run(args), which does it
+# (eval's is evaluate.py: a module named eval would shadow the builtin). `vqkit --help` lists the
+# verbs in this order.
 VERBS = {"data": data, "train": train, "train-prior": train_prior, "sample": sample,
          "visualize-prior": visualize_prior, "pack-tokens": pack_tokens, "encode": encode, "decode": decode,
-         "reconstruct": reconstruct, "eval": eval, "info": info, "stream": stream}
+         "reconstruct": reconstruct, "eval": evaluate, "info": info, "stream": stream}
 
 
 def build_parser() -> argparse.ArgumentParser:
