@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 from common import RESULTS, add_device_arg, add_threads_out_args, build_trainer, cpu_peak, cuda_peak  # noqa: E402
 from common import fmt, free_memory, loadavg, print_table, setup_device, start_cpu_peak  # noqa: E402
 from common import start_run, time_train_steps, wall_line, write_report  # noqa: E402
-from vqkit.commands import _load_corpora  # noqa: E402
+from vqkit.cli.shared import load_train_and_valid  # noqa: E402
 from vqkit.config import load_config  # noqa: E402
 from vqkit.training.trainer import Trainer  # noqa: E402
 
@@ -127,7 +127,7 @@ def demo_speech(out: Path, n: int, sample_rate: int) -> Path:
 
 def load_corpora(args: argparse.Namespace, folder: Path | None, cache_dir: Path) -> tuple[list, list[dict]]:
     """[(name, items)] and the loading rows: decode into memory, cache build, cache reuse, each through
-    `_load_corpora` as `vqkit train` calls it."""
+    `load_train_and_valid` as `vqkit train` calls it."""
     if folder is None:   # image preset without a folder: bench_image_tokenizer's synthetic images
         from bench_image_tokenizer import synthetic_images
         return [("synthetic images", synthetic_images())], []
@@ -139,7 +139,7 @@ def load_corpora(args: argparse.Namespace, folder: Path | None, cache_dir: Path)
     warm = cache_dir.parent / "warm-up"
     warm.mkdir()
     shutil.copy2(files[0], warm / files[0].name)
-    _load_corpora(load_config(preset=args.preset, overrides=args.base_overrides), str(warm), None)
+    load_train_and_valid(load_config(preset=args.preset, overrides=args.base_overrides), str(warm), None)
     variants = [("decode into memory", None)]
     if load_config(preset=args.preset).model.modality == "mel":
         variants += [("feature cache: first build", cache_dir), ("feature cache: reuse", cache_dir)]
@@ -148,7 +148,7 @@ def load_corpora(args: argparse.Namespace, folder: Path | None, cache_dir: Path)
         cfg = load_config(preset=args.preset, overrides=args.base_overrides +
                           ([f"data.feature_cache={cache}"] if cache else []))
         t0 = time.perf_counter()
-        items, _ = _load_corpora(cfg, str(folder), None)   # held-out files split off as in training
+        items, _ = load_train_and_valid(cfg, str(folder), None)   # held-out files split off as in training
         seconds = time.perf_counter() - t0
         mb = items.nbytes if cache else sum(x.numel() * x.element_size() for x in items)
         rows.append({"source": name, "seconds": seconds, "items": len(items), "data_mb": mb / 2**20,

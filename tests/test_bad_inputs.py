@@ -479,12 +479,12 @@ def test_encode_folder_skips_and_counts_bad_files(saved, tmp_path, capsys):
 
 
 def test_unexpected_errors_are_one_line_unless_debugging(monkeypatch, capsys):
-    import vqkit.info_command
+    import vqkit.cli.info
 
     def boom(args):
         raise TypeError("boom\nsecond line")
 
-    monkeypatch.setattr(vqkit.info_command, "cmd_info", boom)
+    monkeypatch.setattr(vqkit.cli.info, "run", boom)
     code, _, err = cli(capsys, "info", "x")
     assert code == 1 and "internal error (TypeError: boom; second line)" in one_line_error(err)
     monkeypatch.setenv("VQKIT_DEBUG", "1")

@@ -24,6 +24,7 @@ class Modality:
     noun: str = ""                          # in messages: "no audio files found"
     input_suffixes: tuple[str, ...] = ()    # files encode / reconstruct / eval read
     output_suffix: str = ""                 # files decode / reconstruct write
+    output_keeps_name: bool = False         # a single output keeps the name given (else: output_suffix)
     units: str = ""                         # what the report's numbers are measured in
     summary_keys: tuple[str, ...] = ()      # the report metrics `vqkit eval` prints
     padded_crops: bool = False              # crops of short items are padded (the batch's mask marks them)
@@ -67,6 +68,10 @@ class Modality:
         """The report's reader: what of each file is scored (with the training data's checks)."""
         raise NotImplementedError
 
+    def report_models(self, tok, vocoder: str, inception_weights: str | None) -> tuple:
+        """(vocoder, inception network) the report uses, None where this modality has no use for one."""
+        return None, None
+
     def report_parts(self, tok, out_dir: Path, *, crop, lpips, inception, vocoder, max_vocoded):
         """(accumulator, example writer) of a report."""
         raise NotImplementedError
@@ -80,6 +85,10 @@ class Modality:
         return None
 
     # ---- command line ----------------------------------------------------------------------
+    def facts(self, tok) -> dict:
+        """What `vqkit info` adds for this modality (rates, streaming, grids)."""
+        return {}
+
     def encode_file(self, tok, src: Path, max_pixels: int | None) -> tuple:
         """(tokens as numpy, a short description) of one input file."""
         raise NotImplementedError

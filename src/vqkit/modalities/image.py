@@ -2,6 +2,7 @@
 the report scores centre crops (`--crop`) and, with their weights, LPIPS and rFID."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ..frontends.image import IMAGE_EXTENSIONS, find_image_files, load_image, save_image
@@ -58,6 +59,13 @@ class ImageModality(Modality):
             return (iter([("", item)]) if item is not None else None), reason, detail
         return one_image
 
+    def report_models(self, tok, vocoder: str, inception_weights):
+        if not inception_weights:
+            return None, None
+        from ..evaluation.fid import load_inception
+
+        return None, load_inception(inception_weights).eval()
+
     def report_parts(self, tok, out_dir: Path, *, crop, lpips, inception, vocoder, max_vocoded):
         from ..evaluation.image_eval import ImageAccumulator, ImageExamples
 
@@ -72,6 +80,10 @@ class ImageModality(Modality):
         return crop
 
     # ---- command line ----------------------------------------------------------------------
+    def facts(self, tok) -> dict:
+        grid = tok.token_grid(256, 256)
+        return {"token_grid_256px": list(grid), "bits_per_256px_image": round(math.prod(grid) * tok.bits_per_token)}
+
     def _read(self, tok, path: Path, max_pixels):
         return load_image(path, channels=tok.config.model.image.channels, max_pixels=max_pixels)
 

@@ -16,6 +16,7 @@ AUDIO_METRICS = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_
 class MelModality(Modality):
     name, noun = "mel", "audio"
     input_suffixes, output_suffix = AUDIO_EXTENSIONS, ".wav"
+    output_keeps_name = True
     units = ("mel errors in natural-log mel units, averaged over frames and mel bins; audio metrics on "
              "vocoded original vs vocoded reconstruction")
     summary_keys = AUDIO_METRICS + ("codebook_usage", "perplexity")
@@ -84,6 +85,11 @@ class MelModality(Modality):
 
         return lambda p: mel_pieces(tok, p)   # a long file is scored in segments
 
+    def report_models(self, tok, vocoder: str, inception_weights):
+        from ..vocoders import vocoder_for
+
+        return vocoder_for(tok.config.model.mel, prefer=vocoder), None
+
     def report_parts(self, tok, out_dir: Path, *, crop, lpips, inception, vocoder, max_vocoded):
         from ..evaluation.mel_eval import MelAccumulator
         from ..evaluation.mel_report import MelExamples
@@ -99,6 +105,15 @@ class MelModality(Modality):
         return partial(write_mel_example, vocoder=vocoder_for(tok.config.model.mel, prefer=vocoder))
 
     # ---- command line ----------------------------------------------------------------------
+    def facts(self, tok) -> dict:
+        from ..models.time_context import time_facts
+
+        mel = tok.config.model.mel
+        return {"mel": f"{mel.sample_rate} Hz, n_fft {mel.n_fft}, hop {mel.hop_length}, {mel.n_mels} mels, "
+                       f"fmax {mel.fmax}, {mel.mel_scale}",
+                "tokens_per_second": round(tok.tokens_per_second, 2), "bits_per_second": round(tok.bits_per_second, 1),
+                **time_facts(tok)}
+
     def encode_file(self, tok, src: Path, max_pixels):
         from ..models.audio_files import encode_file   # read block by block: any length in bounded memory
 

@@ -260,7 +260,7 @@ class Tokenizer(nn.Module):
     def upgrade_state(self, state: dict) -> dict:
         """Names of tensors (or of their shapes) in checkpoints of earlier versions -> this model's;
         io.weights applies it wherever weights are checked or loaded into a tokenizer."""
-        return upgrade_keys(state, self.config.model.backbone) if self.modality == "image" else state
+        return upgrade_keys(state, self.config.model.backbone)   # no old name matches a resnet1d's tensors
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config.yaml + model.safetensors into `directory` (created if needed)."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
+
+from .shared import load_tokenizer, log
 
 
 def add_parser(sub) -> None:
@@ -13,17 +14,16 @@ def add_parser(sub) -> None:
     p.add_argument("--presets", action="store_true")
 
 
-def cmd_info(args) -> int:
-    from .commands import _load_tokenizer, log
-    from .config import available_presets
-    from .io.weights import resolve_checkpoint_dir
-    from .models.time_context import time_facts
+def run(args) -> int:
+    from ..config import available_presets
+    from ..io.weights import resolve_checkpoint_dir
+    from ..modalities import modality_of
 
     if args.presets or not args.checkpoint:
         log("presets: " + ", ".join(available_presets()))
         log("prior presets (train-prior): " + ", ".join(available_presets("prior")))
         return 0
-    tok = _load_tokenizer(args.checkpoint)
+    tok = load_tokenizer(args.checkpoint)
     cfg = tok.config
     m = cfg.model
     n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
@@ -42,20 +42,13 @@ def cmd_info(args) -> int:
         "refiner": m.refiner.mode if m.refiner is not None else "off",
         "trained_steps": _trained_steps(ckpt / "train_state.json"),
     }
-    if m.modality == "mel":
-        info["mel"] = (f"{m.mel.sample_rate} Hz, n_fft {m.mel.n_fft}, hop {m.mel.hop_length}, {m.mel.n_mels} mels, "
-                       f"fmax {m.mel.fmax}, {m.mel.mel_scale}")
-        info.update(tokens_per_second=round(tok.tokens_per_second, 2), bits_per_second=round(tok.bits_per_second, 1),
-                    **time_facts(tok))
-    else:
-        grid = tok.token_grid(256, 256)
-        info.update(token_grid_256px=list(grid), bits_per_256px_image=round(math.prod(grid) * tok.bits_per_token))
+    info.update(modality_of(tok).facts(tok))
     log(json.dumps(info, indent=1))
     return 0
 
 
 def _trained_steps(state_json: Path) -> int | None:
-    from .io.files import read_limited
+    from ..io.files import read_limited
 
     if not state_json.is_file():
         return None

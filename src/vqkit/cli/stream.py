@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .shared import load_tokenizer, log
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("stream", help="stream an audio file through a tokenizer chunk by chunk (latency, speed)")
@@ -42,10 +44,10 @@ def _chunks(blocks, size: int):
 @torch.no_grad()
 def stream_file(tok, src: Path, chunk_ms: float, refined: bool = True) -> dict:
     """Stream `src` through the tokenizer; returns the tokens, the mel and the timings."""
-    from .frontends.audio_stream import audio_blocks
+    from ..frontends.audio_stream import audio_blocks
 
-    if tok.modality != "mel":
-        raise ValueError(f"{tok.config.name}: streaming applies to mel (audio) tokenizers")
+    if tok.frontend is None or not hasattr(tok.frontend, "stream"):
+        raise ValueError(f"{tok.config.name}: streaming applies to tokenizers of a time signal (mel, audio)")
     sr = tok.config.model.mel.sample_rate
     size = max(1, round(sr * chunk_ms / 1000))
     fe, enc, dec = tok.frontend.stream(), tok.stream_encoder(), tok.stream_decoder(refined)
@@ -71,26 +73,25 @@ def stream_file(tok, src: Path, chunk_ms: float, refined: bool = True) -> dict:
             "compute_s": compute, "chunk_ms": np.array(per_chunk) * 1000}
 
 
-def cmd_stream(args) -> int:
-    from .commands import _load_tokenizer, log
-    from .vocoders import vocoder_for
+def run(args) -> int:
+    from ..vocoders import vocoder_for
 
-    tok = _load_tokenizer(args.checkpoint)
+    tok = load_tokenizer(args.checkpoint)
     if args.chunk_ms <= 0:
         raise ValueError(f"--chunk-ms must be > 0, got {args.chunk_ms}")
-    from .io.paths import refuse_overwriting_inputs
+    from ..io.paths import refuse_overwriting_inputs
 
     src, dst = Path(args.input), Path(args.output)
     refuse_overwriting_inputs(src, [(src, dst)], dst)
     r = stream_file(tok, src, args.chunk_ms, refined=not args.draft)
     vocoder = vocoder_for(tok.config.model.mel, prefer=args.vocoder)
     t0 = time.perf_counter()
-    from .models.audio_files import write_wav
+    from ..models.audio_files import write_wav
 
     write_wav(dst, iter([r["mel"]]), vocoder)
     vocode_s = time.perf_counter() - t0
     if args.tokens:
-        from .tokens_io import save_tokens
+        from ..tokens_io import save_tokens
 
         save_tokens(args.tokens, r["tokens"].numpy(), tok, extra={"source": src.name})
     causal = tok.config.model.causal

@@ -1,0 +1,83 @@
+"""What encode, decode and reconstruct share: their options, the (input, output) file pairs of a
+file or a folder tree, and the per-file loop that skips and counts failures. What a file is and
+how it is read and written is the modality's (modalities/)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .shared import add_max_pixels, log
+
+
+def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signals: bool) -> None:
+    """A file verb's subparser: `reads_signals` (audio/images in) adds --max-pixels, `writes_signals`
+    (audio/images out) the vocoder and output options."""
+    p = sub.add_parser(verb, help=what)
+    p.add_argument("checkpoint", help="checkpoint or run directory")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
+    if reads_signals:
+        add_max_pixels(p)
+    if writes_signals:
+        p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
+        p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
+        p.add_argument("--save-mel", action="store_true", help="also write the decoded log-mel as .mel.npy")
+
+
+def file_pairs(inp: Path, out: Path, in_suffixes: tuple[str, ...], out_suffix: str,
+               keep_suffix: bool = False) -> list[tuple[Path, Path]]:
+    """(input, output) file pairs: a single file, or every matching file in a folder tree, each
+    output with `out_suffix` (keep_suffix: a single output keeps the name given). No output may be
+    an input or lie in the input folder (io.paths.refuse_overwriting_inputs)."""
+    from ..io.paths import OutputPathError, outside_output, refuse_overwriting_inputs
+
+    if inp.is_dir():
+        if out.exists() and not out.is_dir():
+            raise OutputPathError(f"-o {out}: is a file; a folder input ({inp}) writes a folder of outputs")
+        found = sorted(p for p in inp.rglob("*") if p.is_file() and p.suffix.lower() in in_suffixes)
+        files = outside_output(inp, found, out)
+        if len(files) < len(found):
+            log(f"not reading {len(found) - len(files)} files in {out}: it is the output folder, inside the input "
+                "folder, so they are outputs, never inputs")
+        if not files:
+            raise FileNotFoundError(f"{inp}: no {'/'.join(in_suffixes)} files found")
+        pairs = [(f, (out / f.relative_to(inp)).with_suffix(out_suffix)) for f in files]
+    elif not inp.exists():
+        raise FileNotFoundError(f"{inp}: no such file or folder")
+    elif out.is_dir():   # like cp: into the folder, named after the input
+        pairs = [(inp, (out / inp.name).with_suffix(out_suffix))]
+    else:
+        pairs = [(inp, out if keep_suffix else out.with_suffix(out_suffix))]
+    refuse_overwriting_inputs(inp, pairs, out)
+    return pairs
+
+
+def _failure(src: Path, dst: Path, e: Exception) -> str:
+    """The skip line of one file: an output problem names the output, an input problem the input
+    (once: most errors start with the file's name already)."""
+    from ..io.files import WriteError
+
+    text = str(e) if isinstance(e, (ValueError, OSError)) and str(e) else f"{type(e).__name__}: {e}".rstrip(": ")
+    if isinstance(e, WriteError):
+        return f"skipped {src}: its output {text}"
+    return f"skipped {text}" if text.startswith(str(src)) else f"skipped {src}: {text}"
+
+
+def run_files(pairs, fn, quiet: bool = False) -> int:
+    """Apply fn to every pair; a file that fails in any way (MemoryError too) is reported and
+    counted, the rest still run. Only KeyboardInterrupt / SystemExit stop the loop."""
+    failed = 0
+    for src, dst in pairs:
+        try:
+            done = fn(src, dst)
+            if not quiet:
+                log(done)
+        except Exception as e:
+            if os.environ.get("VQKIT_DEBUG"):
+                raise
+            failed += 1
+            log(_failure(src, dst, e))
+    if len(pairs) > 1:
+        log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
+    return 1 if failed == len(pairs) else 0
