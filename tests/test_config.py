@@ -459,3 +459,10 @@ def test_an_unknown_key_that_is_not_printable_stays_on_one_line():
     with pytest.raises(ConfigError, match=r"^x\.yaml: '\\n': unknown key \(valid keys here: data,") as e:
         config_from_dict({"\n": 1}, where="x.yaml")
     assert "\n" not in str(e.value)
+
+
+def test_an_integer_a_float_cannot_hold_is_refused():
+    """Hypothesis found it: data.max_seconds=9007199254740993 was read as 9007199254740992.0."""
+    with pytest.raises(ConfigError, match=r"data.max_seconds: 9007199254740993 is too large to be held exactly"):
+        load_config(overrides=["data.max_seconds=9007199254740993"])
+    assert load_config(overrides=["data.max_seconds=9007199254740992"]).data.max_seconds == 2.0 ** 53

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vqkit.config import LossConfig
+from vqkit.config import ImageLossConfig
 from vqkit.losses import perceptual as P
 from vqkit.losses.perceptual import (LPIPS, SemanticPerceptualLoss, VGG16Features, build_perceptual,
                                      load_lpips_heads, load_vgg16)
@@ -268,21 +268,21 @@ def test_distances_order_real_degradations(vgg, lpips, photo):
 
 
 def test_build_perceptual(tmp_path):
-    assert build_perceptual(LossConfig(perceptual=0.0)) is None
+    assert build_perceptual(ImageLossConfig(perceptual=0.0)) is None
     with pytest.raises(FileNotFoundError, match="loss.lpips_weights"):
-        build_perceptual(LossConfig(perceptual=1.0))
+        build_perceptual(ImageLossConfig(perceptual=1.0))
     with pytest.raises(FileNotFoundError, match="loss.vgg_weights"):
-        build_perceptual(LossConfig(perceptual=1.0, perceptual_kind="seqgan"))
-    lp = build_perceptual(LossConfig(perceptual=1.0), allow_random=True)
+        build_perceptual(ImageLossConfig(perceptual=1.0, perceptual_kind="seqgan"))
+    lp = build_perceptual(ImageLossConfig(perceptual=1.0), allow_random=True)
     assert isinstance(lp, LPIPS) and lp.net.classifier is None  # LPIPS never loads the FC layers
-    phase2 = build_perceptual(LossConfig(perceptual=1.0, perceptual_kind="seqgan", perceptual_alpha=0.0),
+    phase2 = build_perceptual(ImageLossConfig(perceptual=1.0, perceptual_kind="seqgan", perceptual_alpha=0.0),
                               allow_random=True)
     assert isinstance(phase2, SemanticPerceptualLoss) and phase2.alpha == 0.0 and phase2.net.classifier is None
     assert not phase2.normalized   # "seqgan" is the paper's form
-    normalized = build_perceptual(LossConfig(perceptual=1.0, perceptual_kind="seqgan_normalized",
+    normalized = build_perceptual(ImageLossConfig(perceptual=1.0, perceptual_kind="seqgan_normalized",
                                              perceptual_alpha=1.0), allow_random=True)
     assert normalized.normalized and normalized.alpha == 1.0 and normalized.net.classifier is not None
     from vqkit.config import ConfigError
 
     with pytest.raises(ConfigError, match="loss.perceptual_kind: must be 'lpips', 'seqgan' or 'seqgan_normalized'"):
-        LossConfig(perceptual_kind="seqgan-normalised").validate()
+        ImageLossConfig(perceptual_kind="seqgan-normalised").validate()

@@ -127,7 +127,7 @@ def test_a_prior_saved_with_the_old_default_width_keeps_it(tmp_path):
     then (model.mlp_hidden unset) loads, and resumes training, with its own width."""
     import yaml
 
-    from vqkit.prior_commands import _resumed_width
+    from vqkit.cli.train_prior import _resumed_width
 
     assert swiglu_hidden(256) == 688
     torch.manual_seed(0)

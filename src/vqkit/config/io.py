@@ -105,6 +105,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 pass
         if number is None or not math.isfinite(number):
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        if isinstance(value, int) and number != value:   # 2**53 + 1 would silently become 2**53
+            raise ConfigError(f"{key}: {value} is too large to be held exactly; give it as a float (e.g. {number:.6g})")
         return number
     if tp is str:
         if not isinstance(value, str):
