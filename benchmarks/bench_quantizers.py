@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py, also when
 from common import RESULTS, add_device_arg, add_repeat_args, add_threads_out_args, clear_rss_peak  # noqa: E402
 from common import count, cpu_seconds, fmt, loadavg, mem_column, print_table, proc_status_mb  # noqa: E402
 from common import setup_device, start_run, sys_seconds, time_calls, wall_line, write_report  # noqa: E402
+from reference_quantizers import VERSION as REFERENCE_VERSION, reference_step  # noqa: E402
 from vqkit.config import QuantizerConfig, VQConfig, tagged_kinds  # noqa: E402
 from vqkit.quantizers import build_quantizer  # noqa: E402
 
@@ -248,6 +249,14 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
     }
     if restarted:
         r["restarted_per_call_mean"] = statistics.mean(restarted)
+    if args.reference:   # the same work by vector-quantize-pytorch, timed the same way in the same run
+        ref = reference_step({**vars(cfg)}, q.codebook_size, q.dim, args.n, device)
+        if ref is not None:
+            for _ in range(args.warmup):
+                ref()
+            ref_times = time_calls(ref, device, args.repeats, args.repeat_budget, args.min_repeats)
+            r["reference_median_s"] = statistics.median(ref_times)
+            r["ratio_to_reference"] = med / r["reference_median_s"]
     if device.type == "cuda":   # one more call: peak allocated beyond what was allocated before it
         gc.collect()
         torch.cuda.synchronize(device)
@@ -279,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="CPU: retain = glibc keeps freed memory for reuse (mmap threshold 1 GiB, no heap "
                          "trimming), timings are compute and independent of order; glibc = leave glibc's "
                          "adaptive defaults, page faults included (default: %(default)s)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the vector-quantize-pytorch counterparts (timed beside each option by default)")
     add_device_arg(ap)
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first (default: %(default)s)")
     add_repeat_args(ap, "option", repeats=10, budget_s=2.0, repeats_help="timed calls, median")
@@ -324,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         if device.type == "cpu":
             r["peak_memory_mb"] = peak
         results.append(r)
+        ref = (f"  vector-quantize-pytorch {r['reference_median_s'] * 1000:.2f} ms"
+               if "reference_median_s" in r else "")
         print(f"  {name:<22} K={r['codebook_size']:<6} {r['median_s'] * 1000:9.2f} ms "
-              f"(median of {r['repeats']})  {r['vectors_per_s']:12.0f} vectors/s", flush=True)
+              f"(median of {r['repeats']})  {r['vectors_per_s']:12.0f} vectors/s{ref}", flush=True)
     wall = time.perf_counter() - t_all
     load_after = loadavg()
 
@@ -333,14 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = [[r["option"], str(r["codebook_size"]), str(r["n_vectors"]), str(r["lookups"]),
              f"{r['median_s'] * 1000:.2f}", f"{r['vectors_per_s']:.3g}", fmt(r["peak_memory_mb"], ".1f"),
              fmt(r["cpu_utilisation"], ".2f"),
-             fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f")] for r in results]
+             fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f"),
+             fmt(None if "reference_median_s" not in r else r["reference_median_s"] * 1000, ".2f"),
+             fmt(r.get("ratio_to_reference"), ".2f")] for r in results]
     print_table(f"Quantiser forward + backward (float32, {device.type})",
-                ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use", "sys %"], rows)
+                ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use", "sys %",
+                 "vqp ms", "ours/vqp"], rows)
+    print(f"\nvqp: vector-quantize-pytorch {REFERENCE_VERSION or 'not installed (pip install -e .[bench])'}, "
+          "the counterpart configured to do the same work (benchmarks/reference_quantizers.py)")
     print(f"\n{mem_col}: {memory_kind}")
     print(wall_line(wall, load_before, load_after))
 
     write_report(args.out, "quantizers", started, device, load_before, load_after, wall, args,
-                 peak_memory_kind=memory_kind, malloc=malloc, distance_chunk=chunk, notes=NOTES, results=results)
+                 peak_memory_kind=memory_kind, malloc=malloc, distance_chunk=chunk, notes=NOTES, results=results,
+                 reference=f"vector-quantize-pytorch {REFERENCE_VERSION}" if REFERENCE_VERSION else None)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Quality at a fixed compute budget (shared by bench_token_rate.py and bench_refiner.py; not a
-benchmark itself).
+"""Quality at a fixed compute budget (shared by bench_token_rate.py, bench_refiner.py and
+bench_quantizer_usage.py; not a benchmark itself).
 
 Each configuration is trained through the real command line for the same wall-clock budget
 (`vqkit train ... train.max_minutes=M`), one at a time so that every run has the cores to itself,
@@ -101,7 +101,10 @@ def collect(run: BudgetRun, run_dir: Path, minutes: float, train_s: float | None
     record = json.loads((run_dir / "report" / "metrics.json").read_text())
     info = subprocess.run([*VQKIT, "info", str(run_dir)], capture_output=True, text=True, check=True).stdout
     m = record["metrics"]
-    heldout_tokens = m["seconds"] * m["tokens_per_second"]
+    if "tokens_per_second" in m:   # mels: held-out seconds x rate
+        heldout_tokens = m["seconds"] * m["tokens_per_second"]
+    else:                          # images: each held-out file's token grid (the eval crop)
+        heldout_tokens = record["data"]["files"] * int(np.prod(m["token_grid"]))
     return {"name": run.name, "preset": run.preset, "overrides": run.overrides, "minutes": minutes,
             "train_wall_s": train_s, "eval_wall_s": eval_s, **_trained(run_dir), "info": json.loads(info),
             **m, "heldout_usage_bound": min(1.0, heldout_tokens / m["codebook_size"]),

@@ -25,14 +25,18 @@ class FSQ(Quantizer):
         basis = torch.cumprod(torch.cat([torch.ones(1, dtype=torch.long), lv[:-1]]), 0)
         self.register_buffer("levels", lv, persistent=False)
         self.register_buffer("basis", basis, persistent=False)
+        # bound()'s constants, computed once (they cost more than the work on small inputs)
+        half = (lv - 1).float() * (1 + eps) / 2
+        offset = (lv % 2 == 0).float() * 0.5   # even levels: shift so the grid is symmetric
+        self.register_buffer("_half", half, persistent=False)
+        self.register_buffer("_offset", offset, persistent=False)
+        self.register_buffer("_shift", torch.atanh(offset / half), persistent=False)
+        self.register_buffer("_half_width", (lv // 2).float(), persistent=False)
         self.codebook_size = math.prod(self.levels_list)   # plain ints: also builds on the meta device
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
         """Squash z so that rounding gives exactly `levels` values per dimension."""
-        half = (self.levels - 1).float() * (1 + self.eps) / 2
-        offset = (self.levels % 2 == 0).float() * 0.5   # even levels: shift so the grid is symmetric
-        shift = torch.atanh(offset / half)
-        return torch.tanh(z + shift) * half - offset
+        return torch.tanh(z + self._shift) * self._half - self._offset
 
     def _channels_last(self, z: torch.Tensor) -> torch.Tensor:
         return z.movedim(1, -1)
@@ -44,8 +48,7 @@ class FSQ(Quantizer):
             zl = self._channels_last(z.float())
             bounded = self.bound(zl)
             rounded = bounded + (torch.round(bounded) - bounded).detach()   # straight-through
-            half_width = (self.levels // 2).float()
-            codes = rounded / half_width                                     # in [-1, 1]
+            codes = rounded / self._half_width                               # in [-1, 1]
             indices = self._codes_to_indices(rounded)
         z_q = codes.movedim(-1, 1)
         stats = usage_stats(indices.detach(), self.codebook_size, mask)
