@@ -154,15 +154,18 @@ def train_usage(kind: str, weight: float, seed: int) -> float:
     # latents here are O(1) and unnormalised at first: T = 0.1 keeps the soft bits from saturating
     q = make(kind, dim=6, entropy_weight=weight, entropy_temperature=0.1)
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=1e-2)
-    for _ in range(200):
-        out = q(enc(data).t()[None])
-        loss = (dec(out.z_q[0].t()) - data).square().mean() + out.loss
+
+    def loss() -> torch.Tensor:
         opt.zero_grad()
-        loss.backward()
-        opt.step()
-    q.eval()
+        out = q(enc(data).t()[None])
+        value = (dec(out.z_q[0].t()) - data).square().mean() + out.loss
+        value.backward()
+        return value
+
+    for _ in range(200):
+        opt.step(loss)
     with torch.no_grad():
-        return float(q(enc(data).t()[None]).stats["usage"])
+        return float(code_usage(q.indices(enc(data).t()[None]).reshape(-1), q.codebook_size)["usage"])
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -177,17 +180,16 @@ def test_entropy_term_raises_usage(kind, seed):
 def test_bf16_autocast_keeps_float32_and_indices(kind):
     q = make(kind, dim=8, entropy_weight=0.1)
     z = torch.randn(3, 8, 40, generator=torch.Generator().manual_seed(4))
-    ref = q(z)
+    layer = torch.nn.Conv1d(8, 8, 1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = q(z)
-        codes = q.indices_to_codes(out.indices)
-        z_bf16 = torch.nn.Conv1d(8, 8, 1)(z)   # a bf16 layer feeding the quantiser
-        assert z_bf16.dtype == torch.bfloat16
-        out_bf16 = q(z_bf16)
-    assert out.z_q.dtype == out.loss.dtype == codes.dtype == out_bf16.z_q.dtype == torch.float32
-    assert torch.equal(out.indices, ref.indices) and torch.equal(out.z_q, ref.z_q)
-    torch.testing.assert_close(out.loss, ref.loss)
-    assert torch.equal(out_bf16.indices, q(z_bf16.float()).indices)
+        z_bf16 = layer(z)   # a bf16 layer feeding the quantiser, and a float32 input
+        outs = [q(z_bf16), q(z)]
+        codes = q.indices_to_codes(outs[1].indices)
+    assert z_bf16.dtype == torch.bfloat16 and codes.dtype == torch.float32
+    for out, ref in zip(outs, (q(z_bf16.float()), q(z))):
+        assert out.z_q.dtype == out.loss.dtype == torch.float32
+        assert torch.equal(out.indices, ref.indices) and torch.equal(out.z_q, ref.z_q)
+        torch.testing.assert_close(out.loss, ref.loss)
 
 
 @pytest.mark.parametrize("kind", KINDS)

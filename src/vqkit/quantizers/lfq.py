@@ -36,13 +36,6 @@ from ..distributed import all_reduce_sum_, differentiable_sum, is_distributed, w
 from .base import Quantizer, QuantizerOutput
 
 
-def _binary_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy in nats of bits with P(1) = sigmoid(logits), from log-sigmoids: finite, with finite
-    gradients, also where a bit is certain."""
-    p = torch.sigmoid(logits)
-    return -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits))
-
-
 def _gather(ids: torch.Tensor) -> torch.Tensor:
     """The 1-D ids of every process, concatenated (they may hold different numbers of them)."""
     if not is_distributed():
@@ -95,6 +88,15 @@ class LFQ(Quantizer):
         zl = z.float().movedim(1, -1)
         return F.normalize(zl, dim=-1) if self.spherical else zl
 
+    @staticmethod
+    def _keep(mask: torch.Tensor | None, lead: torch.Size, device: torch.device) -> torch.Tensor:
+        """The positions that count in the entropies and the statistics: mask's, or all."""
+        if mask is None:
+            return torch.ones(lead, dtype=torch.bool, device=device)
+        if tuple(mask.shape) != tuple(lead):
+            raise ValueError(f"mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
+        return mask.to(device).bool()
+
     def _codes(self, bits: torch.Tensor) -> torch.Tensor:
         # one expression for forward and indices_to_codes, so that both give bit-identical codes
         return (bits.float() * 2 - 1) * self.scale
@@ -103,14 +105,17 @@ class LFQ(Quantizer):
         """(mean per-sample entropy, factorised codebook entropy) of (N, dim) latents weighted by
         w (N,), over every process's latents."""
         logits = 2 * self.scale * u / self.cfg.entropy_temperature   # log q(bit=1|z) - log q(bit=0|z)
-        per_sample = (_binary_entropy(logits).sum(-1) * w).sum()
-        marginals = (torch.sigmoid(logits) * w[:, None]).sum(0)
+        p = torch.sigmoid(logits)
+        # from log-sigmoids: finite, with finite gradients, also where a bit is certain
+        bit_entropy = -(p * F.logsigmoid(logits) + (1 - p) * F.logsigmoid(-logits))
+        per_sample = (bit_entropy.sum(-1) * w).sum()
+        marginals = (p * w[:, None]).sum(0)
         # one collective for both sums; each process's loss is then the global batch's
         sums = differentiable_sum(torch.cat([per_sample[None], marginals]))
         n = all_reduce_sum_(w.sum().detach()).clamp(min=1)
-        p = sums[1:] / n
+        m = sums[1:] / n
         # eps inside the logs, not a clamp: a bit that the whole batch agrees on keeps its gradient
-        codebook = -(p * (p + 1e-8).log() + (1 - p) * (1 - p + 1e-8).log()).sum()
+        codebook = -(m * (m + 1e-8).log() + (1 - m) * (1 - m + 1e-8).log()).sum()
         return sums[0] / n, codebook
 
     # ---- public API ----------------------------------------------------------------------------
@@ -118,26 +123,21 @@ class LFQ(Quantizer):
         cfg = self.cfg
         with torch.autocast(device_type=z.device.type, enabled=False):
             u = self._latents(z)
-            lead = u.shape[:-1]
+            keep = self._keep(mask, u.shape[:-1], z.device)
             bits = u > 0
             codes = self._codes(bits)
             indices = (bits.long() * self.basis).sum(-1)
             loss = cfg.commitment_weight * F.mse_loss(u, codes)
             # the value is exactly the code (u - u.detach() == 0), the gradient w.r.t. u the identity
             z_q = (codes + (u - u.detach())).movedim(-1, 1)
-
-            keep = torch.ones(lead, dtype=torch.bool, device=z.device)
-            if mask is not None:
-                if tuple(mask.shape) != tuple(lead):
-                    raise ValueError(f"mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
-                keep = mask.to(z.device).bool()
             stats: dict[str, torch.Tensor] = {}
-            if cfg.entropy_weight > 0 and self.training:
+            if self.training and cfg.entropy_weight > 0:
                 per_sample, codebook = self._entropies(u.reshape(-1, self.dim), keep.reshape(-1).float())
                 loss = loss + cfg.entropy_weight * (per_sample - cfg.codebook_entropy_weight * codebook)
                 stats = {"per_sample_entropy": per_sample.detach(), "codebook_entropy": codebook.detach()}
 
         kept = indices.detach()[keep]
+        # in training every process runs this step; an evaluation may run in process 0 alone
         stats = {**code_usage(_gather(kept) if self.training else kept, self.codebook_size), **stats}
         return QuantizerOutput(z_q=z_q, indices=indices, loss=loss, stats=stats)
 
