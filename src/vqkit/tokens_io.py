@@ -47,7 +47,7 @@ def save_tokens(path: str | Path, tokens: np.ndarray, tokenizer, extra: dict | N
         raise TokenFileError(f"{path}: tokens must be integers, got dtype {tokens.dtype}")
     if tokens.size and (tokens.min() < 0 or tokens.max() >= tokenizer.codebook_size):
         raise TokenFileError(f"{path}: token ids out of range [0, {tokenizer.codebook_size})")
-    dtype = np.int16 if tokenizer.codebook_size <= 2**15 else np.int32
+    dtype = np.int16 if tokenizer.codebook_size <= 2**15 else np.int32 if tokenizer.codebook_size <= 2**31 else np.int64
     arr = np.ascontiguousarray(tokens.astype(dtype))
     atomic_write(path, lambda tmp: np.save(tmp, arr, allow_pickle=False))
     meta = {**tokenizer_meta(tokenizer), "shape": list(arr.shape), **(extra or {})}

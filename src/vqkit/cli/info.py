@@ -36,6 +36,7 @@ def run(args) -> int:
                        "refiner": n(tok.refiner)},
         "backbone": f"{m.backbone.kind} {m.backbone.channels}, downsample {m.backbone.downsample}",
         "quantizer": (f"fsq levels {q.levels} = {tok.codebook_size} codes" if q.kind == "fsq" else
+                      f"{q.kind} {q.dim} bits = {tok.codebook_size} codes" if q.kind in ("lfq", "bsq") else
                       f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
                       f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
         "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),

@@ -180,9 +180,34 @@ class VQConfig:
         check(self.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
 
 
+@dataclass
+class LFQConfig:
+    """Lookup-free quantisation (MAGVIT-v2): each latent channel is one bit, 2^dim codes, no codebook."""
+    kind: str = "lfq"
+    dim: int = 10                   # bits per token = latent width: 2^dim codes
+    commitment_weight: float = 0.25  # ||z - code||^2 pulls the latents towards their codes
+    entropy_weight: float = 0.1     # weight of the entropy term (MAGVIT-v2: 0.1; 0 = off)
+    codebook_entropy_weight: float = 1.0  # inside the term: per-sample entropy - this x batch-usage entropy
+    entropy_temperature: float = 0.01  # soft codes q(c|z) = softmax(<z, c> / T) over the 2^dim codes
+
+    def validate(self) -> None:
+        # ids are int64 and the codebook size 2^dim must be one too
+        check(1 <= self.dim <= 62, "model.quantizer.dim", f"must be in [1, 62] (2^dim codes), got {self.dim}")
+        check(self.commitment_weight >= 0, "model.quantizer.commitment_weight", "must be >= 0")
+        check(self.entropy_weight >= 0, "model.quantizer.entropy_weight", "must be >= 0")
+        check(self.codebook_entropy_weight >= 0, "model.quantizer.codebook_entropy_weight", "must be >= 0")
+        check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
+
+
+@dataclass
+class BSQConfig(LFQConfig):
+    """Binary spherical quantisation (BSQ-ViT): LFQ of the l2-normalised latent, codes sign(z) / sqrt(dim)."""
+    kind: str = "bsq"
+
+
 # A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction
 # (config/io.py). A new quantiser adds its dataclass here and to build_quantizer's registry.
-QuantizerConfig = FSQConfig | VQConfig
+QuantizerConfig = FSQConfig | VQConfig | LFQConfig | BSQConfig
 
 
 @dataclass

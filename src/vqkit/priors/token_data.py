@@ -191,7 +191,7 @@ def pack_tokens(folder: str | Path, out_dir: str | Path, shard_bytes: int = 256 
     from ..data.shards import ShardWriter
 
     corpus = TokenCorpus.from_folder(folder, log=log)
-    dtype = np.int16 if corpus.codebook_size <= 2**15 else np.int32
+    dtype = np.int16 if corpus.codebook_size <= 2**15 else np.int32 if corpus.codebook_size <= 2**31 else np.int64
     meta = {"format": TOKEN_STORE, "sidecar": corpus.meta, "skipped": corpus.skipped}
     with ShardWriter(out_dir, dtype, shard_bytes=shard_bytes, meta=meta) as writer:
         for path, arr in zip(corpus.paths, corpus.arrays):

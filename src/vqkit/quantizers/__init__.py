@@ -2,12 +2,15 @@
 from ..config import FSQConfig, QuantizerConfig, VQConfig
 from .base import Quantizer, QuantizerOutput, usage_stats
 from .fsq import FSQ
+from .lfq import BSQ, LFQ
 from .vq import VectorQuantizer
 
 # kind -> builder from that kind's own config
 REGISTRY = {
     "fsq": lambda cfg: FSQ(cfg.levels),
     "vq": VectorQuantizer,
+    "lfq": LFQ,
+    "bsq": BSQ,
 }
 
 
