@@ -46,7 +46,7 @@ def foreign_keys(kinds: dict[str, type], kind: str) -> list[tuple[str, object]]:
 def test_the_schema_has_tagged_unions(preset):
     keys = {k: sorted(kinds) for k, kinds, _ in tagged_fields(load_config(preset=preset))}
     assert keys == {"model": ["image", "mel"], "model.backbone": ["convnext", "resnet1d", "resnet2d", "vit"],
-                    "model.quantizer": ["fsq", "vq"], "discriminator": ["mel", "patchgan", "stylegan"],
+                    "model.quantizer": ["fsq", "rfsq", "vq"], "discriminator": ["mel", "patchgan", "stylegan"],
                     "loss": ["image", "mel"], "data": ["image", "mel"]}
 
 

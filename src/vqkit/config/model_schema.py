@@ -180,9 +180,31 @@ class VQConfig:
         check(self.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
 
 
+@dataclass
+class RFSQConfig:
+    """Residual FSQ: `stages` FSQ stages over one latent, each quantising what the earlier ones left,
+    on a grid `levels` times finer per stage; a position holds one index per stage."""
+    kind: str = "rfsq"
+    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # per stage: 1000 codes
+    stages: int = 2
+    # SoundStream / DAC quantiser dropout: the probability that a training example decodes from only
+    # its first k stages (k uniform in 1..stages), so that decoding from fewer stages is trained
+    stage_dropout: float = 0.0
+
+    @property
+    def tokens_per_position(self) -> int:
+        return self.stages
+
+    def validate(self) -> None:
+        check(len(self.levels) >= 1 and all(lv >= 2 for lv in self.levels),
+               "model.quantizer.levels", "every level must be >= 2")
+        check(self.stages >= 1, "model.quantizer.stages", "must be >= 1")
+        check(0 <= self.stage_dropout <= 1, "model.quantizer.stage_dropout", "must be in [0, 1]")
+
+
 # A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction
 # (config/io.py). A new quantiser adds its dataclass here and to build_quantizer's registry.
-QuantizerConfig = FSQConfig | VQConfig
+QuantizerConfig = FSQConfig | VQConfig | RFSQConfig
 
 
 @dataclass

@@ -31,7 +31,7 @@ def training_needs(cfg) -> list[tuple[str, float, str]]:
         disc = make_discriminator(cfg)
     m, t = cfg.model, cfg.train
     per_param = BYTES * (4 + (t.ema_decay > 0))   # weights, gradient, 2 Adam moments (+ EMA copy)
-    q_key = "model.quantizer.levels" if m.quantizer.kind == "fsq" else "model.quantizer.codebook_size"
+    q_key = "model.quantizer.levels" if hasattr(m.quantizer, "levels") else "model.quantizer.codebook_size"
     parts = [("model.backbone.channels", (_params(model.encoder) + _params(model.decoder)) * per_param,
               "encoder and decoder training state"),
              ("model.refiner", _params(model.refiner) * per_param, "refiner training state"),
