@@ -112,6 +112,23 @@ def test_rates_and_the_sidecar_record_the_stages(tok, tmp_path):
     assert corpus.channels == 3 and corpus.arrays[0].shape == (20, 3)
 
 
+def test_image_tokens_hold_the_stages_last():
+    from vqkit.modalities import modality_of
+
+    torch.manual_seed(0)
+    cfg = load_config("vqgan", overrides=["model.backbone.channels=[16, 32]",
+                                          "model.quantizer={kind: rfsq, levels: [4, 4, 4], stages: 2}"])
+    img = Tokenizer(cfg).eval()
+    x = torch.rand(3, 32, 24) * 2 - 1
+    tokens = img.encode(x)
+    assert tokens.shape == (8, 6, 2) and img.token_grid(32, 24) == (8, 6, 2)
+    assert not torch.equal(img.decode(tokens, stages=1), img.decode(tokens))
+    assert img.reconstruct(x, stages=1).shape == x.shape
+    facts = modality_of(img).facts(img)
+    assert facts["token_grid_256px"] == [64, 64, 2] and facts["bits_per_256px_image"] == 64 * 64 * 2 * 6
+    assert facts["bits_per_256px_image_by_stages"] == {"1": 64 * 64 * 6, "2": 64 * 64 * 12}
+
+
 # ---- the priors ----------------------------------------------------------------------------------
 
 def prior_net(kind: str, channels: int = 3, length: int = 10):

@@ -6,7 +6,7 @@ rounding, on the same `levels` grid scaled down by L^(s-1) in a dimension of L l
 scale: after a stage the residual lies within half of that stage's grid step, and the L cells of
 the next stage's grid tile exactly that interval, so the worst-case error shrinks L-fold per stage.
 An even level count gives FSQ an asymmetric grid (-L/2 .. L/2-1); later stages shift it by half a
-step so that it is symmetric like the residual (otherwise one of their L values would go unused).
+step, so that it is symmetric like the residual interval its L cells tile.
 
 A position holds one index per stage, each in [0, prod(levels)); the code is the sum of the stage
 codes, and the sum of the first k alone is a coarser code of the same latent: a lower bit rate from
@@ -48,9 +48,9 @@ class ResidualFSQ(Quantizer):
         lv = torch.tensor(levels, dtype=torch.float64)
         power = torch.arange(stages, dtype=torch.float64)[:, None]
         scale = lv ** -power                                                   # (stages, dim)
-        centre = torch.where((power > 0) & (lv % 2 == 0), 0.5, 0.0).expand(stages, -1)
+        centre = torch.where((power > 0) & (lv % 2 == 0), 0.5, 0.0)          # (stages, dim)
         self.register_buffer("scale", scale.float(), persistent=False)
-        self.register_buffer("centre", centre.float().contiguous(), persistent=False)
+        self.register_buffer("centre", centre.float(), persistent=False)
         self.register_buffer("half_width", (lv // 2).float(), persistent=False)
         self.register_buffer("grid_low", -(lv // 2).float(), persistent=False)
         self.register_buffer("grid_high", (lv - 1 - lv // 2).float(), persistent=False)
