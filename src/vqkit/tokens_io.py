@@ -26,8 +26,13 @@ def tokenizer_meta(tokenizer) -> dict:
             "modality": tokenizer.modality, "codebook_size": tokenizer.codebook_size,
             "channels_per_position": tokenizer.tokens_per_position, "spatial_axes": tokenizer.spatial_dims}
     meta["bits_per_token"] = tokenizer.bits_per_token
+    stages = getattr(tokenizer, "stages", None)
+    if stages is not None:   # residual: the channels are stages, decodable from the first k
+        meta.update(residual=True, stages=stages, bits_per_position=tokenizer.bits_per_position)
     if tokenizer.frontend is not None:   # a time signal: rates and streaming facts
         meta.update(tokens_per_second=tokenizer.tokens_per_second, bits_per_second=tokenizer.bits_per_second)
+        if stages is not None:
+            meta["bits_per_second_by_stages"] = tokenizer.bits_per_second_by_stages()
         # the streaming facts, measured on the model; looked up on the class, since touching the
         # property runs the probe, which raises for models without a finite field (time_facts says so)
         if hasattr(type(tokenizer), "time_context"):

@@ -20,8 +20,9 @@ def run(args) -> int:
     from ..tokens_io import load_tokens
 
     tok = load_tokenizer(args.checkpoint)
+    tok.check_stages(args.stages, "--stages")   # once, before any file
     modality = modality_of(tok)
-    decode = modality.writers(tok, not args.draft, None, args.vocoder, args.save_mel)[0]
+    decode = modality.writers(tok, not args.draft, None, args.vocoder, args.save_mel, args.stages)[0]
 
     def one(src: Path, dst: Path) -> str:
         tokens, _ = load_tokens(src, tok)

@@ -23,6 +23,8 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
         p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
         p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
         p.add_argument("--save-mel", action="store_true", help="also write the decoded log-mel as .mel.npy")
+        p.add_argument("--stages", type=int, default=None, metavar="K",
+                       help="residual quantisers (rfsq): decode from the first K stages only (a lower bit rate)")
 
 
 def file_pairs(inp: Path, out: Path, in_suffixes: tuple[str, ...], out_suffix: str,

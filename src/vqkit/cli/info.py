@@ -35,11 +35,9 @@ def run(args) -> int:
         "parameters": {"total": n(tok), "encoder": n(tok.encoder), "decoder": n(tok.decoder),
                        "refiner": n(tok.refiner)},
         "backbone": f"{m.backbone.kind} {m.backbone.channels}, downsample {m.backbone.downsample}",
-        "quantizer": (f"fsq levels {q.levels} = {tok.codebook_size} codes" if q.kind == "fsq" else
-                      f"{q.kind} {q.dim} bits = {tok.codebook_size} codes" if q.kind in ("lfq", "bsq") else
-                      f"vq {tok.codebook_size} codes x {q.codebook_dim or q.dim} dims"
-                      f"{', l2-normalised' if q.l2_norm else ''}, {q.channels} per position"),
+        "quantizer": q.describe(),
         "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),
+        **({"stages": tok.stages, "bits_per_position": round(tok.bits_per_position, 2)} if tok.stages else {}),
         "refiner": m.refiner.mode if m.refiner is not None else "off",
         "trained_steps": _trained_steps(ckpt / "train_state.json"),
     }

@@ -16,8 +16,9 @@ def run(args) -> int:
     from ..modalities import modality_of
 
     tok = load_tokenizer(args.checkpoint)
+    tok.check_stages(args.stages, "--stages")   # once, before any file
     modality = modality_of(tok)
-    reconstruct = modality.writers(tok, not args.draft, args.max_pixels, args.vocoder, args.save_mel)[1]
+    reconstruct = modality.writers(tok, not args.draft, args.max_pixels, args.vocoder, args.save_mel, args.stages)[1]
 
     def one(src: Path, dst: Path) -> str:
         return f"{src} -> " + reconstruct(src, dst)

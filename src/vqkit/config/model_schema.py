@@ -3,6 +3,7 @@ model block that holds them. Components with kinds are tagged unions keyed by `k
 builds the dataclass a block's kind names, so other kinds' keys are refused by construction)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -142,6 +143,9 @@ class FSQConfig:
 
     tokens_per_position = 1
 
+    def describe(self) -> str:
+        return f"fsq levels {self.levels} = {math.prod(self.levels)} codes"
+
     def validate(self) -> None:
         check(len(self.levels) >= 1 and all(lv >= 2 for lv in self.levels),
                "model.quantizer.levels", "every level must be >= 2")
@@ -168,6 +172,10 @@ class VQConfig:
     def tokens_per_position(self) -> int:
         return self.channels
 
+    def describe(self) -> str:
+        return (f"vq {self.codebook_size} codes x {self.codebook_dim or self.dim} dims"
+                f"{', l2-normalised' if self.l2_norm else ''}, {self.channels} per position")
+
     def validate(self) -> None:
         check(self.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
         check(self.dim >= 1, "model.quantizer.dim", "must be >= 1")
@@ -190,6 +198,9 @@ class LFQConfig:
     codebook_entropy_weight: float = 1.0  # inside the term: per-sample entropy - this x batch-usage entropy
     entropy_temperature: float = 0.01  # soft codes q(c|z) = softmax(<z, c> / T) over the 2^dim codes
 
+    def describe(self) -> str:
+        return f"{self.kind} {self.dim} bits = {2 ** self.dim} codes"
+
     def validate(self) -> None:
         # ids are int64 and the codebook size 2^dim must be one too
         check(1 <= self.dim <= 62, "model.quantizer.dim", f"must be in [1, 62] (2^dim codes), got {self.dim}")
@@ -205,9 +216,34 @@ class BSQConfig(LFQConfig):
     kind: str = "bsq"
 
 
+@dataclass
+class RFSQConfig:
+    """Residual FSQ: `stages` FSQ stages over one latent, each quantising what the earlier ones left,
+    on a grid `levels` times finer per stage; a position holds one index per stage."""
+    kind: str = "rfsq"
+    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # per stage: 1000 codes
+    stages: int = 2
+    # SoundStream / DAC quantiser dropout: the probability that a training example decodes from only
+    # its first k stages (k uniform in 1..stages), so that decoding from fewer stages is trained
+    stage_dropout: float = 0.0
+
+    @property
+    def tokens_per_position(self) -> int:
+        return self.stages
+
+    def describe(self) -> str:
+        return f"rfsq levels {self.levels} x {self.stages} stages = {math.prod(self.levels)} codes per stage"
+
+    def validate(self) -> None:
+        check(len(self.levels) >= 1 and all(lv >= 2 for lv in self.levels),
+               "model.quantizer.levels", "every level must be >= 2")
+        check(self.stages >= 1, "model.quantizer.stages", "must be >= 1")
+        check(0 <= self.stage_dropout <= 1, "model.quantizer.stage_dropout", "must be in [0, 1]")
+
+
 # A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction
 # (config/io.py). A new quantiser adds its dataclass here and to build_quantizer's registry.
-QuantizerConfig = FSQConfig | VQConfig | LFQConfig | BSQConfig
+QuantizerConfig = FSQConfig | VQConfig | LFQConfig | BSQConfig | RFSQConfig
 
 
 @dataclass

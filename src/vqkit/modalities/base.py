@@ -19,6 +19,12 @@ from torch import nn
 Pieces = Callable[[Path], tuple[Iterator[tuple[str, torch.Tensor]] | None, str | None, str]]
 
 
+def stage_rates(key: str, rates: dict[str, float] | None, digits: int | None) -> dict:
+    """{key: {k: rate rounded}} for `vqkit info` when the tokenizer's rate depends on its stages
+    (Tokenizer.bits_by_stages), else nothing."""
+    return {} if rates is None else {key: {k: round(v, digits) for k, v in rates.items()}}
+
+
 class Modality:
     name: str = ""
     noun: str = ""                          # in messages: "no audio files found"
@@ -93,6 +99,8 @@ class Modality:
         """(tokens as numpy, a short description) of one input file."""
         raise NotImplementedError
 
-    def writers(self, tok, refined: bool, max_pixels: int | None, vocoder: str = "auto", save_mel: bool = False):
-        """(decode(tokens, dst) -> text, reconstruct(src, dst) -> text), each writing one output file."""
+    def writers(self, tok, refined: bool, max_pixels: int | None, vocoder: str = "auto", save_mel: bool = False,
+                stages: int | None = None):
+        """(decode(tokens, dst) -> text, reconstruct(src, dst) -> text), each writing one output file;
+        stages=k decodes from the first k stages of a residual quantiser's tokens."""
         raise NotImplementedError

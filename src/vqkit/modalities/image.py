@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from ..frontends.image import IMAGE_EXTENSIONS, find_image_files, load_image, save_image
-from .base import Modality
+from .base import Modality, stage_rates
 
 
 class ImageModality(Modality):
@@ -82,7 +82,9 @@ class ImageModality(Modality):
     # ---- command line ----------------------------------------------------------------------
     def facts(self, tok) -> dict:
         grid = tok.token_grid(256, 256)
-        return {"token_grid_256px": list(grid), "bits_per_256px_image": round(math.prod(grid) * tok.bits_per_token)}
+        by_stages = tok.bits_by_stages(math.prod(grid[:2]))   # residual quantisers: the rate of the first k
+        return {"token_grid_256px": list(grid), "bits_per_256px_image": round(math.prod(grid) * tok.bits_per_token),
+                **stage_rates("bits_per_256px_image_by_stages", by_stages, None)}
 
     def _read(self, tok, path: Path, max_pixels):
         return load_image(path, channels=tok.config.model.image.channels, max_pixels=max_pixels)
@@ -91,10 +93,11 @@ class ImageModality(Modality):
         tokens = tok.encode(self._read(tok, src, max_pixels)).cpu().numpy()
         return tokens, f"token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits"
 
-    def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False):
+    def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False,
+                stages: int | None = None):
         def write(img, dst: Path) -> str:
             save_image(dst, img.clamp(-1, 1).cpu())
             return str(dst)
 
-        return (lambda t, dst: write(tok.decode(t, refined=refined), dst),
-                lambda src, dst: write(tok.reconstruct(self._read(tok, src, max_pixels), refined=refined), dst))
+        return (lambda t, dst: write(tok.decode(t, refined=refined, stages=stages), dst),
+                lambda src, dst: write(tok.reconstruct(self._read(tok, src, max_pixels), refined, stages), dst))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..frontends.audio_io import AUDIO_EXTENSIONS, find_audio_files
-from .base import Modality
+from .base import Modality, stage_rates
 
 AUDIO_METRICS = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_mr_stft", "vocoded_si_sdr",
                  "vocoded_pesq_wb", "vocoded_stoi", "draft_vocoded_pesq_wb", "draft_vocoded_stoi",
@@ -112,7 +112,7 @@ class MelModality(Modality):
         return {"mel": f"{mel.sample_rate} Hz, n_fft {mel.n_fft}, hop {mel.hop_length}, {mel.n_mels} mels, "
                        f"fmax {mel.fmax}, {mel.mel_scale}",
                 "tokens_per_second": round(tok.tokens_per_second, 2), "bits_per_second": round(tok.bits_per_second, 1),
-                **time_facts(tok)}
+                **stage_rates("bits_per_second_by_stages", tok.bits_per_second_by_stages(), 1), **time_facts(tok)}
 
     def encode_file(self, tok, src: Path, max_pixels):
         from ..models.audio_files import encode_file   # read block by block: any length in bounded memory
@@ -120,7 +120,8 @@ class MelModality(Modality):
         tokens = encode_file(tok, src).cpu().numpy()
         return tokens, f"{tokens.shape[-1]} tokens, {tokens.shape[-1] / tok.tokens_per_second:.2f} s"
 
-    def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False):
+    def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False,
+                stages: int | None = None):
         """Audio goes through the streams (any length, bounded memory) and the vocoder, one atomic
         write per file."""
         from ..models.audio_files import decode_to_wav, reconstruct_file
@@ -130,11 +131,11 @@ class MelModality(Modality):
         mel_file = (lambda dst: dst.with_suffix(".mel.npy")) if save_mel else (lambda dst: None)
 
         def decode(t, dst: Path) -> str:
-            decode_to_wav(tok, t, voc, dst, refined, mel_file(dst))
+            decode_to_wav(tok, t, voc, dst, refined, mel_file(dst), stages)
             return f"{dst} ({voc.name})"
 
         def reconstruct(src: Path, dst: Path) -> str:
-            reconstruct_file(tok, src, dst, voc, refined, mel_file(dst))
+            reconstruct_file(tok, src, dst, voc, refined, mel_file(dst), stages)
             return f"{dst} ({voc.name})"
 
         return decode, reconstruct

@@ -51,11 +51,11 @@ def _whole_mel(tok, path: str | Path) -> torch.Tensor:
     return torch.cat(list(mel_of_file(tok, path)), -1)
 
 
-def _frames(tok, tokens: torch.Tensor, refined: bool) -> Iterator[torch.Tensor]:
+def _frames(tok, tokens: torch.Tensor, refined: bool, stages: int | None) -> Iterator[torch.Tensor]:
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        yield tok.decode(tokens, refined)
+        yield tok.decode(tokens, refined, stages)
         return
-    dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample))
+    dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample), stages)
     for i in range(0, tokens.shape[0], DECODE_CHUNK):
         yield dec.push(tokens[i: i + DECODE_CHUNK])
     yield dec.flush()
@@ -93,18 +93,19 @@ def write_wav(dst: str | Path, pieces: Iterator[torch.Tensor], vocoder, save_mel
 
 
 def decode_to_wav(tok, tokens: torch.Tensor, vocoder, dst: str | Path, refined: bool = True,
-                  save_mel: Path | None = None) -> float:
-    return write_wav(dst, _frames(tok, tokens.long(), refined), vocoder, save_mel)
+                  save_mel: Path | None = None, stages: int | None = None) -> float:
+    """Tokens -> WAV at dst; stages=k: from the first k stages of a residual quantiser's tokens."""
+    return write_wav(dst, _frames(tok, tokens.long(), refined, stages), vocoder, save_mel)
 
 
 @torch.no_grad()
 def reconstruct_file(tok, src: str | Path, dst: str | Path, vocoder, refined: bool = True,
-                     save_mel: Path | None = None) -> float:
+                     save_mel: Path | None = None, stages: int | None = None) -> float:
     """Audio file -> tokens -> audio file, streamed end to end; the output has the input's frames."""
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        return write_wav(dst, iter([tok.reconstruct(_whole_mel(tok, src), refined)]), vocoder, save_mel)
+        return write_wav(dst, iter([tok.reconstruct(_whole_mel(tok, src), refined, stages)]), vocoder, save_mel)
     enc = tok.stream_encoder(LONG_WINDOW)
-    dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample))
+    dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample), stages)
 
     def frames() -> Iterator[torch.Tensor]:
         seen = emitted = 0

@@ -94,11 +94,13 @@ class EncoderStream:
 
 class DecoderStream:
     """Tokens in ((t',) or (B, t'), with a trailing channel axis for multichannel tokens), log-mel
-    frames out (natural units): refined, or the decoder draft with refined=False."""
+    frames out (natural units): refined, or the decoder draft with refined=False; from the first
+    `stages` stages of a residual quantiser's tokens (None: all)."""
 
-    def __init__(self, tokenizer, refined: bool = True, window_tokens: int = 256):
+    def __init__(self, tokenizer, refined: bool = True, window_tokens: int = 256, stages: int | None = None):
+        tokenizer.check_stages(stages)
         tokenizer = inference_copy(tokenizer)
-        self.tok, self.done = tokenizer, False
+        self.tok, self.done, self.stages = tokenizer, False, stages
         self.form = (True, 1)   # (unbatched, batch size) of the pushes: flush answers alike
         self.refined = refined and tokenizer.refiner is not None
         self.causal = tokenizer.config.model.causal
@@ -107,7 +109,8 @@ class DecoderStream:
         else:
             ctx = tokenizer.time_context
             step = ctx.align // math.gcd(ctx.align, ctx.downsample)   # tokens per aligned frame block
-            self.runner = WindowedRunner(lambda t: tokenizer._decode_clip(_time_back(tokenizer, t), self.refined),
+            self.runner = WindowedRunner(lambda t: tokenizer._decode_clip(_time_back(tokenizer, t), self.refined,
+                                                                          self.stages),
                                          Fraction(ctx.downsample), ctx.decoder_past, ctx.decoder_future,
                                          step, window_tokens)
 
@@ -138,7 +141,7 @@ class DecoderStream:
         if t.shape[1] == 0:
             return self._join([], t.shape[0])
         with self.states.active():
-            return tok._decode_clip(t, self.refined)
+            return tok._decode_clip(t, self.refined, self.stages)
 
     def _join(self, parts: list[torch.Tensor], batch: int) -> torch.Tensor:
         return torch.cat(parts, -1) if parts else torch.zeros(batch, self.tok.norm_mean.numel(), 0)

@@ -7,7 +7,8 @@ modality. A mel spectrogram is a one-axis signal with mel bins as channels; an i
 
 `forward` works in normalised units (what the losses see); `encode` / `decode` take and return
 signals in natural units: log-mel (n_mels, T) or images (C, H, W) in [-1, 1]. Token shapes: (T')
-for mels, (h, w) for images, with a trailing channel axis (.., c) for multichannel quantisers.
+for mels, (h, w) for images, with a trailing channel axis (.., c) for multichannel quantisers (MoVQ
+chunks, or the stages of a residual quantiser, which `decode(..., stages=k)` can cut to the first k).
 A checkpoint directory holding `config.yaml` + `model.safetensors` is all inference needs; loading
 it never unpickles.
 """
@@ -160,30 +161,48 @@ class Tokenizer(nn.Module):
         """Axes of one example's tokens: spatial axes, plus one for multichannel quantisers."""
         return self.spatial_dims + (1 if self.tokens_per_position > 1 else 0)
 
+    def check_stages(self, stages: int | None, name: str = "stages") -> None:
+        """Refuse a `stages` that this tokenizer cannot decode from (None: every token, always fine);
+        the message names it as `name` (the command line: --stages)."""
+        if stages is None:
+            return
+        if self.quantizer.stages is None:
+            raise ValueError(f"{name}={stages!r}: decoding from the first k stages needs a residual quantiser "
+                             f"(model.quantizer.kind: rfsq); this tokenizer's is "
+                             f"{self.config.model.quantizer.kind!r}, which has no stages")
+        self.quantizer.check_stages(stages, name)
+
     @torch.no_grad()
-    def decode(self, tokens: torch.Tensor, refined: bool = True) -> torch.Tensor:
-        """Integer tokens, one example or batched -> signal (C, *spatial * downsample) or batched."""
+    def decode(self, tokens: torch.Tensor, refined: bool = True, stages: int | None = None) -> torch.Tensor:
+        """Integer tokens, one example or batched -> signal (C, *spatial * downsample) or batched.
+        stages=k (residual quantisers): decode from the sum of the first k stage codes only; the
+        tokens still hold every stage (the ids of later ones are checked, not used)."""
+        self.check_stages(stages)
         single = tokens.dim() == self.token_dims
         t = tokens.unsqueeze(0) if single else tokens
         if t.dim() != self.token_dims + 1 or (self.tokens_per_position > 1 and t.shape[-1] != self.tokens_per_position):
             raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit this tokenizer "
                              f"({self.token_dims} axes per example, {self.tokens_per_position} per position)")
         if self._long(t.shape[1] * self.downsample):
-            dec = self.stream_decoder(refined, LONG_WINDOW // self.downsample)
+            dec = self.stream_decoder(refined, LONG_WINDOW // self.downsample, stages)
             y = torch.cat([dec.push(t), dec.flush()], dim=-1)
         else:
-            y = self._decode_clip(t, refined)
+            y = self._decode_clip(t, refined, stages)
         return y[0] if single else y
 
-    def _decode_clip(self, t: torch.Tensor, refined: bool) -> torch.Tensor:
-        draft, hidden = self.decoder(self.quantizer.indices_to_codes(t.to(self.norm_mean.device)))
+    def _decode_clip(self, t: torch.Tensor, refined: bool, stages: int | None = None) -> torch.Tensor:
+        t = t.to(self.norm_mean.device)
+        # only residual quantisers take `stages` (check_stages refused it for the others)
+        z_q = self.quantizer.indices_to_codes(t) if stages is None else self.quantizer.indices_to_codes(t, stages)
+        draft, hidden = self.decoder(z_q)
         out = self.refiner(draft, hidden) if (refined and self.refiner is not None) else draft
         return self.denormalize(out)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, refined: bool = True) -> torch.Tensor:
-        """encode + decode, cropped back to the input size."""
-        y = self.decode(self.encode(x), refined)
+    def reconstruct(self, x: torch.Tensor, refined: bool = True, stages: int | None = None) -> torch.Tensor:
+        """encode + decode (from the first `stages` stages, residual quantisers), cropped to the input size."""
+        self.check_stages(stages)
+        y = self.decode(self.encode(x), refined, stages)
         if self.spatial_dims == 1:
             return y[..., : x.shape[-1]]
         return y[..., : x.shape[-2], : x.shape[-1]]
@@ -211,11 +230,12 @@ class Tokenizer(nn.Module):
 
         return EncoderStream(self, window_frames)
 
-    def stream_decoder(self, refined: bool = True, window_tokens: int = 256):
-        """Tokens in, log-mel frames out, for any length; equal to `decode`."""
+    def stream_decoder(self, refined: bool = True, window_tokens: int = 256, stages: int | None = None):
+        """Tokens in, log-mel frames out, for any length; equal to `decode` (with the same `stages`)."""
         from .streaming import DecoderStream
 
-        return DecoderStream(self, refined, window_tokens)
+        self.check_stages(stages)
+        return DecoderStream(self, refined, window_tokens, stages)
 
     @property
     def latency_ms(self) -> float:
@@ -249,6 +269,28 @@ class Tokenizer(nn.Module):
     @property
     def bits_per_second(self) -> float:
         return self.tokens_per_second * self.bits_per_token
+
+    @property
+    def stages(self) -> int | None:
+        """Residual quantisers: the stages each position's tokens hold (decodable from the first k)."""
+        return self.quantizer.stages
+
+    @property
+    def bits_per_position(self) -> float:
+        """Bits of all the tokens of one position (all channels, or all stages)."""
+        return self.tokens_per_position * self.bits_per_token
+
+    def bits_by_stages(self, per_position: float) -> dict[str, float] | None:
+        """Residual quantisers: {"k": bits of `per_position` positions decoded from the first k
+        stages} for k = 1..stages (a lower rate from the same model); None for other quantisers."""
+        n = self.stages
+        if n is None:
+            return None
+        return {str(k): per_position * k * self.bits_per_token for k in range(1, n + 1)}
+
+    def bits_per_second_by_stages(self) -> dict[str, float] | None:
+        """Mels: bits per second of the first k stages, k = 1..stages (residual quantisers; else None)."""
+        return self.bits_by_stages(self.tokens_per_second / self.tokens_per_position)
 
     def token_grid(self, height: int, width: int) -> tuple[int, ...]:
         """Images: token grid shape for an image of this size (with the channel axis when c > 1)."""

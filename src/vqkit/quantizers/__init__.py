@@ -3,6 +3,7 @@ from ..config import FSQConfig, QuantizerConfig, VQConfig
 from .base import Quantizer, QuantizerOutput, usage_stats
 from .fsq import FSQ
 from .lfq import BSQ, LFQ
+from .rfsq import ResidualFSQ
 from .vq import VectorQuantizer
 
 # kind -> builder from that kind's own config
@@ -11,6 +12,7 @@ REGISTRY = {
     "vq": VectorQuantizer,
     "lfq": LFQ,
     "bsq": BSQ,
+    "rfsq": ResidualFSQ.from_config,
 }
 
 
@@ -20,5 +22,5 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
     return REGISTRY[cfg.kind](cfg)
 
 
-__all__ = ["FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "REGISTRY", "VQConfig", "VectorQuantizer",
-           "build_quantizer", "usage_stats"]
+__all__ = ["FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "REGISTRY", "ResidualFSQ", "VQConfig",
+           "VectorQuantizer", "build_quantizer", "usage_stats"]

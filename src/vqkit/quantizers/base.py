@@ -22,6 +22,7 @@ class Quantizer(nn.Module):
     dim: int
     codebook_size: int
     tokens_per_position: int = 1
+    stages: int | None = None   # residual quantisers: stages per code, decodable from the first k
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

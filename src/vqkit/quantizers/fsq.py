@@ -66,11 +66,15 @@ class FSQ(Quantizer):
         """(B, dim, ...) quantised latents -> (B, ...) integer codes (inverse of indices_to_codes)."""
         return self._codes_to_indices(self._channels_last(z_q.float()) * (self.levels // 2).float())
 
-    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, ...) integer codes -> (B, dim, ...) quantised latents, exactly as forward produces them."""
+    def indices_to_grid(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, ...) integer codes -> (B, ..., dim) rounded grid values (-L//2 .. (L-1)//2, as float),
+        channels last: what forward rounds to before rescaling (residual FSQ rescales them its way)."""
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
                              f"got range [{int(indices.min())}, {int(indices.max())}]")
         digits = (indices.long().unsqueeze(-1) // self.basis) % self.levels
-        codes = (digits - self.levels // 2).float() / (self.levels // 2).float()
-        return codes.movedim(-1, 1)
+        return (digits - self.levels // 2).float()
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, ...) integer codes -> (B, dim, ...) quantised latents, exactly as forward produces them."""
+        return (self.indices_to_grid(indices) / (self.levels // 2).float()).movedim(-1, 1)

@@ -31,8 +31,8 @@ def training_needs(cfg) -> list[tuple[str, float, str]]:
         disc = make_discriminator(cfg)
     m, t = cfg.model, cfg.train
     per_param = BYTES * (4 + (t.ema_decay > 0))   # weights, gradient, 2 Adam moments (+ EMA copy)
-    q_key = {"fsq": "model.quantizer.levels", "lfq": "model.quantizer.dim",
-             "bsq": "model.quantizer.dim"}.get(m.quantizer.kind, "model.quantizer.codebook_size")
+    # the key that sets the codebook's size: FSQ-style levels, a codebook size, or LFQ's bits
+    q_key = "model.quantizer." + next(k for k in ("levels", "codebook_size", "dim") if hasattr(m.quantizer, k))
     parts = [("model.backbone.channels", (_params(model.encoder) + _params(model.decoder)) * per_param,
               "encoder and decoder training state"),
              ("model.refiner", _params(model.refiner) * per_param, "refiner training state"),
