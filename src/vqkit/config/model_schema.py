@@ -169,20 +169,45 @@ class VQConfig:
         return self.channels
 
     def validate(self) -> None:
-        check(self.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
-        check(self.dim >= 1, "model.quantizer.dim", "must be >= 1")
+        _check_codebook(self)
         check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
         check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
         check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
-        check(self.channels >= 1, "model.quantizer.channels", "must be >= 1")
         check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
         check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
-        check(self.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
+
+
+@dataclass
+class SimVQConfig:
+    """SimVQ (Zhu et al. 2024): a codebook frozen at its random init, used through one learned linear
+    map (codes = C W), so every code moves with W and none dies. Codebook + beta x commitment losses."""
+    kind: str = "simvq"
+    codebook_size: int = 1024
+    dim: int = 64                   # latent width of one code (per channel chunk); W is dim x dim
+    beta: float = 0.25              # commitment loss weight
+    channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
+    distance_chunk: int = 4096      # latents per chunk when computing distances (bounds memory)
+
+    @property
+    def tokens_per_position(self) -> int:
+        return self.channels
+
+    def validate(self) -> None:
+        _check_codebook(self)
+        check(self.beta >= 0, "model.quantizer.beta", "must be >= 0")
+
+
+def _check_codebook(cfg: VQConfig | SimVQConfig) -> None:
+    """The keys every codebook kind has."""
+    check(cfg.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
+    check(cfg.dim >= 1, "model.quantizer.dim", "must be >= 1")
+    check(cfg.channels >= 1, "model.quantizer.channels", "must be >= 1")
+    check(cfg.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
 
 
 # A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction
 # (config/io.py). A new quantiser adds its dataclass here and to build_quantizer's registry.
-QuantizerConfig = FSQConfig | VQConfig
+QuantizerConfig = FSQConfig | VQConfig | SimVQConfig
 
 
 @dataclass

@@ -2,12 +2,14 @@
 from ..config import FSQConfig, QuantizerConfig, VQConfig
 from .base import Quantizer, QuantizerOutput, usage_stats
 from .fsq import FSQ
+from .simvq import SimVQ
 from .vq import VectorQuantizer
 
 # kind -> builder from that kind's own config
 REGISTRY = {
     "fsq": lambda cfg: FSQ(cfg.levels),
     "vq": VectorQuantizer,
+    "simvq": SimVQ,
 }
 
 
@@ -17,5 +19,5 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
     return REGISTRY[cfg.kind](cfg)
 
 
-__all__ = ["FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "REGISTRY", "VQConfig", "VectorQuantizer",
+__all__ = ["FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "REGISTRY", "SimVQ", "VQConfig", "VectorQuantizer",
            "build_quantizer", "usage_stats"]

@@ -1,4 +1,4 @@
-"""What codebook quantisers share (VQ now): the layout of latents and ids, the nearest-code search,
+"""What codebook quantisers share (VQ, SimVQ): the layout of latents and ids, the nearest-code search,
 the codebook + commitment losses, the straight-through gradient and the usage statistics.
 
 - A latent vector of width channels * dim is split into `channels` chunks, each looked up in the
@@ -7,6 +7,8 @@ the codebook + commitment losses, the straight-through gradient and the usage st
   is ever held. Always in float32 (autocast is switched off inside).
 - loss = ||sg(h) - q||^2 + beta ||h - sg(q)||^2 (codebook, commitment), plus a subclass's terms.
 - z_q passes the gradient straight through; its value is exactly the code.
+- In training, usage and perplexity are those of the global batch (summed over processes), so every
+  process logs the same numbers.
 
 A subclass says what its codes are (`_codes`), how latents enter and leave code space
 (`_to_code_space`, `_from_code_space`) and what it adds to the loss (`_regularise`).
@@ -27,7 +29,7 @@ class CodebookQuantizer(Quantizer):
 
     def __init__(self, cfg) -> None:
         """cfg: a codebook kind's config, with codebook_size, dim, channels, beta, distance_chunk
-        (VQConfig)."""
+        (VQConfig, SimVQConfig)."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -101,7 +103,8 @@ class CodebookQuantizer(Quantizer):
 
         indices = self._ids(idx, lead)
         stats_mask = keep.reshape(indices.shape) if mask is not None else None
-        usage = usage_stats(indices.detach(), self.codebook_size, stats_mask)
+        # training runs in every process in step (the global batch); evaluation may run in one alone
+        usage = usage_stats(indices.detach(), self.codebook_size, stats_mask, across_processes=self.training)
         return QuantizerOutput(z_q=zq, indices=indices, loss=loss, stats={**usage, **stats})
 
     @torch.no_grad()

@@ -1,5 +1,5 @@
 """Codebook vector quantisation with the options of ViT-VQGAN, SeQ-GAN and MoVQ (the layout, lookup,
-losses and usage statistics are in codebook.py, for every codebook kind).
+losses and usage statistics they share with SimVQ are in codebook.py).
 
 - factorised codes (ViT-VQGAN): each latent is projected to `codebook_dim` by a learned linear map
   (a 1x1 conv), looked up there and projected back;
