@@ -1,6 +1,6 @@
 """SimVQ (model.quantizer.kind=simvq): ids -> codes -> ids for every code, indices(z) == forward's,
 the frozen codebook C and the learned map W (W alone trains, and moves every code), loss values by
-hand, bf16 autocast, usage against plain VQ in a tiny optimisation, usage statistics of
+hand, bf16 autocast, usage against plain VQ in a tiny optimisation (with IBQ too), usage statistics of
 the global batch under two gloo processes, and a tokenizer from the vqgan preset that trains, saves,
 loads, encodes and decodes."""
 from __future__ import annotations
@@ -32,11 +32,12 @@ def codes(q: SimVQ) -> torch.Tensor:
 
 
 # ---- ids and codes ---------------------------------------------------------------------------
+@pytest.mark.parametrize("gradient", ["straight_through", "rotation", "index_backprop"])
 @pytest.mark.parametrize("channels", [1, 3])
-def test_every_code_round_trips(channels):
+def test_every_code_round_trips(channels, gradient):
     torch.manual_seed(0)
     k = 48
-    q = make(codebook_size=k, dim=6, channels=channels)
+    q = make(codebook_size=k, dim=6, channels=channels, gradient=gradient)
     # every id once in each channel (a different order per channel), on a 2-D grid of 6 x 8
     ids = torch.stack([torch.randperm(k) for _ in range(channels)], -1).reshape(1, 6, 8, channels)
     ids = ids[..., 0] if channels == 1 else ids
@@ -170,13 +171,15 @@ def train_usage(cfg, seed: int) -> float:
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_simvq_keeps_more_codes_alive_than_vq(seed):
+def test_simvq_and_ibq_keep_more_codes_alive_than_vq(seed):
     usage = {name: train_usage(cfg, seed) for name, cfg in [
         ("vq", VQConfig(codebook_size=128, dim=8)),
+        ("vq+index_backprop", VQConfig(codebook_size=128, dim=8, gradient="index_backprop")),
         ("simvq", SimVQConfig(codebook_size=128, dim=8)),
     ]}
     print(f"seed {seed}: held-out usage of 128 codes", usage)
     assert usage["simvq"] > usage["vq"] + 0.15, usage
+    assert usage["vq+index_backprop"] > usage["vq"] + 0.15, usage
 
 
 # ---- two processes ---------------------------------------------------------------------------
@@ -227,12 +230,12 @@ def test_a_vqgan_tokenizer_with_simvq_trains_saves_and_round_trips(tmp_path):
     from vqkit.training.trainer import Trainer
 
     overrides = ["model.quantizer.kind=simvq", "model.quantizer.codebook_size=128", "model.quantizer.dim=8",
-                 "model.backbone.channels=[16, 32]",
+                 "model.quantizer.gradient=index_backprop", "model.backbone.channels=[16, 32]",
                  "discriminator.patch_channels=[16, 16]", "data.image_size=32", "train.batch_size=4",
                  "train.steps=3", "train.eval_clips=2", "optim.warmup_steps=1", "train.log_every=1",
                  "train.eval_every=1000", "train.save_every=1000"]
     cfg = load_config(preset="vqgan", overrides=overrides)
-    assert cfg.model.quantizer == SimVQConfig(codebook_size=128, dim=8)
+    assert cfg.model.quantizer == SimVQConfig(codebook_size=128, dim=8, gradient="index_backprop")
     torch.manual_seed(0)
     images = [torch.rand(3, 40, 48) * 2 - 1 for _ in range(4)]
     Trainer(cfg, tmp_path, images, log=lambda m: None, progress=False).fit()

@@ -163,13 +163,14 @@ class VQConfig:
     dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
     usage_decay: float = 0.99         # EMA decay of per-code assignment counts
     distance_chunk: int = 4096        # latents per chunk when computing distances (bounds memory)
+    gradient: str = "straight_through"  # or "rotation", "index_backprop" (see GRADIENTS)
 
     @property
     def tokens_per_position(self) -> int:
         return self.channels
 
     def validate(self) -> None:
-        _check_codebook(self)
+        _check_codebook(self, self.codebook_dim or self.dim)
         check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
         check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
         check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
@@ -187,22 +188,33 @@ class SimVQConfig:
     beta: float = 0.25              # commitment loss weight
     channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
     distance_chunk: int = 4096      # latents per chunk when computing distances (bounds memory)
+    gradient: str = "straight_through"  # or "rotation", "index_backprop" (see GRADIENTS)
 
     @property
     def tokens_per_position(self) -> int:
         return self.channels
 
     def validate(self) -> None:
-        _check_codebook(self)
+        _check_codebook(self, self.dim)
         check(self.beta >= 0, "model.quantizer.beta", "must be >= 0")
 
 
-def _check_codebook(cfg: VQConfig | SimVQConfig) -> None:
-    """The keys every codebook kind has."""
+# How z_q's gradient passes the nearest-code lookup (quantizers/estimators.py). One key, not a
+# switch per estimator: they are alternatives, so two of them cannot be asked for at once.
+GRADIENTS = ("straight_through", "rotation", "index_backprop")
+
+
+def _check_codebook(cfg: VQConfig | SimVQConfig, code_dim: int) -> None:
+    """The keys every codebook kind has; code_dim: the width codes are looked up in."""
     check(cfg.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
     check(cfg.dim >= 1, "model.quantizer.dim", "must be >= 1")
     check(cfg.channels >= 1, "model.quantizer.channels", "must be >= 1")
     check(cfg.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
+    check(cfg.gradient in GRADIENTS, "model.quantizer.gradient",
+          f"must be one of {', '.join(map(repr, GRADIENTS))}, got {cfg.gradient!r}")
+    # in one dimension a direction is only a sign: there is no rotation to pass the gradient through
+    check(cfg.gradient != "rotation" or code_dim >= 2, "model.quantizer.gradient",
+          f"'rotation' needs codes of >= 2 dimensions, got {code_dim} (dim / codebook_dim)")
 
 
 # A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction

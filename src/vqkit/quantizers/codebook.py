@@ -1,12 +1,12 @@
 """What codebook quantisers share (VQ, SimVQ): the layout of latents and ids, the nearest-code search,
-the codebook + commitment losses, the straight-through gradient and the usage statistics.
+the codebook + commitment losses, the gradient estimator and the usage statistics.
 
 - A latent vector of width channels * dim is split into `channels` chunks, each looked up in the
   same single codebook (MoVQ multichannel), so a position holds `channels` ids.
 - Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
   is ever held. Always in float32 (autocast is switched off inside).
 - loss = ||sg(h) - q||^2 + beta ||h - sg(q)||^2 (codebook, commitment), plus a subclass's terms.
-- z_q passes the gradient straight through; its value is exactly the code.
+- z_q's gradient comes from `cfg.gradient` (estimators.py); its value is exactly the code.
 - In training, usage and perplexity are those of the global batch (summed over processes), so every
   process logs the same numbers.
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import Quantizer, QuantizerOutput, usage_stats
+from .estimators import pass_gradient
 
 
 class CodebookQuantizer(Quantizer):
@@ -29,7 +30,7 @@ class CodebookQuantizer(Quantizer):
 
     def __init__(self, cfg) -> None:
         """cfg: a codebook kind's config, with codebook_size, dim, channels, beta, distance_chunk
-        (VQConfig, SimVQConfig)."""
+        and gradient (VQConfig, SimVQConfig)."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
@@ -88,10 +89,8 @@ class CodebookQuantizer(Quantizer):
             idx = self._nearest(h.detach(), e.detach())
             q = e[idx]
             loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
-            # straight-through written so the value is exactly q (h - h.detach() == 0), which makes
-            # indices_to_codes bit-identical to forward; the gradient w.r.t. h is the identity
-            q_st = q.detach() + (h - h.detach())
-            zq = self._from_code_space(q_st).reshape(*lead, self.dim).movedim(-1, 1)
+            zq = self._from_code_space(pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk))
+            zq = zq.reshape(*lead, self.dim).movedim(-1, 1)
 
             keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
             if mask is not None:
@@ -109,7 +108,7 @@ class CodebookQuantizer(Quantizer):
 
     @torch.no_grad()
     def indices(self, z: torch.Tensor) -> torch.Tensor:
-        """forward's ids without its losses or bookkeeping (no restarts, no collectives)."""
+        """forward's ids without its losses, estimator or bookkeeping (no restarts, no collectives)."""
         with torch.autocast(device_type=z.device.type, enabled=False):
             x, lead = self._chunks(z)
             return self._ids(self._nearest(self._to_code_space(x), self._codes()), lead)

@@ -7,8 +7,8 @@ codebook loss trains W, and every code is a function of W: all K codes move toge
 latents, and none is left behind (the paper reports 100% usage at 65,536 codes).
 
 C is a buffer, not a parameter: no optimiser, weight decay or restart can move it, and a checkpoint
-still holds it (the codes are a function of C and W). Layout, lookup, losses and usage statistics
-are codebook.py's, as for VQ.
+still holds it (the codes are a function of C and W). Layout, lookup, losses, gradient estimator
+and usage statistics are codebook.py's, as for VQ.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class SimVQ(CodebookQuantizer):
 
     def extra_repr(self) -> str:
         c = self.cfg
-        return f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}"
+        return f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}, gradient={c.gradient}"
 
     def _codes(self) -> torch.Tensor:
         """C W^T (rows: codes), in float32 whatever the module's dtype; differentiable in W only."""

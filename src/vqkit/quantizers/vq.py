@@ -1,5 +1,5 @@
 """Codebook vector quantisation with the options of ViT-VQGAN, SeQ-GAN and MoVQ (the layout, lookup,
-losses and usage statistics they share with SimVQ are in codebook.py).
+losses, gradient estimator and usage statistics they share with SimVQ are in codebook.py).
 
 - factorised codes (ViT-VQGAN): each latent is projected to `codebook_dim` by a learned linear map
   (a 1x1 conv), looked up there and projected back;
@@ -26,15 +26,13 @@ from torch.utils.checkpoint import checkpoint
 from ..config import VQConfig
 from ..distributed import all_reduce_sum_, broadcast_, differentiable_sum
 from .codebook import CodebookQuantizer
+from .estimators import soft_assignment
 
 
 def _chunk_soft_usage(h: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor,
                       temperature: float) -> torch.Tensor:
-    """sum_i w_i softmax(-||h_i - e_k||^2 / T) over one chunk -> (K,).
-
-    ||h_i||^2 is constant along k and cancels in the softmax, so it is left out."""
-    p = torch.softmax((2 * h @ e.t() - e_sq) / temperature, dim=-1)
-    return (p * w[:, None]).sum(0)
+    """sum_i w_i softmax(-||h_i - e_k||^2 / T) over one chunk -> (K,)."""
+    return (soft_assignment(h, e, e_sq, temperature) * w[:, None]).sum(0)
 
 
 class VectorQuantizer(CodebookQuantizer):
@@ -64,7 +62,8 @@ class VectorQuantizer(CodebookQuantizer):
     def extra_repr(self) -> str:
         c = self.cfg
         return (f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}, "
-                f"codebook_dim={c.codebook_dim}, l2_norm={c.l2_norm}, entropy_weight={c.entropy_weight}")
+                f"codebook_dim={c.codebook_dim}, l2_norm={c.l2_norm}, entropy_weight={c.entropy_weight}, "
+                f"gradient={c.gradient}")
 
     # ---- helpers ----------------------------------------------------------------------------
     def _codes(self) -> torch.Tensor:
