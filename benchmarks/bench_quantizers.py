@@ -61,7 +61,7 @@ from vqkit.quantizers import build_quantizer  # noqa: E402
 
 DEFAULT_OUT = RESULTS / "quantizers.json"
 
-# (name, FSQConfig / VQConfig fields). vq options take codebook_size and dim from the size / --dim.
+# (name, a quantiser config's fields). Codebook kinds take codebook_size and dim from the size / --dim.
 OPTIONS: list[tuple[str, dict]] = [
     ("fsq", {"kind": "fsq"}),
     ("vq", {"kind": "vq"}),
@@ -70,6 +70,9 @@ OPTIONS: list[tuple[str, dict]] = [
     ("vq entropy 0.01", {"kind": "vq", "entropy_weight": 0.01}),
     ("vq multichannel 4", {"kind": "vq", "channels": 4}),
     ("vq restart dead codes", {"kind": "vq", "restart_dead_codes": True}),
+    ("vq rotation trick", {"kind": "vq", "gradient": "rotation"}),
+    ("vq index backprop", {"kind": "vq", "gradient": "index_backprop"}),
+    ("simvq", {"kind": "simvq"}),
 ]
 # Small and large codebook: VQ sizes, and the FSQ levels of about the same size.
 SIZES = [(1024, [8, 5, 5, 5]), (16384, [8, 8, 8, 6, 5])]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from conftest import TINY, save_tiny_tokenizer
 from vqkit.config import ConfigError, load_config
-from vqkit.config.model_schema import BSQConfig, LFQConfig
+from vqkit.config import BSQConfig, LFQConfig
 from vqkit.models.tokenizer import Tokenizer
 from vqkit.quantizers import BSQ, LFQ, build_quantizer, usage_stats
 from vqkit.quantizers.lfq import code_usage

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from quantizer_helpers import fit_usage
 from vqkit.config import VQConfig
 from vqkit.quantizers import VectorQuantizer, build_quantizer
 
@@ -176,20 +177,10 @@ def train_usage(gamma: float, seed: int) -> float:
     torch.manual_seed(seed)
     centres = torch.randn(6, 2) * 3
     data = centres[torch.randint(6, (512,))] + 0.3 * torch.randn(512, 2)
-    enc, dec = torch.nn.Linear(2, 4), torch.nn.Linear(4, 2)
     # Latents here are O(3), so squared distances are O(10): temperature 1 suits this scale (the
     # default 0.01 suits trained image latents and is covered in test_image_tokenizer.py).
-    q = make(codebook_size=64, dim=4, entropy_weight=gamma, entropy_temperature=1.0)
-    opt = torch.optim.Adam([*enc.parameters(), *dec.parameters(), *q.parameters()], lr=1e-2)
-    for _ in range(200):
-        out = q(enc(data).t()[None])
-        loss = (dec(out.z_q[0].t()) - data).square().mean() + out.loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    q.eval()
-    with torch.no_grad():
-        return float(q(enc(data).t()[None]).stats["usage"])
+    return fit_usage(lambda: make(codebook_size=64, dim=4, entropy_weight=gamma, entropy_temperature=1.0),
+                     data, dim=4, steps=200)
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -6,8 +6,9 @@ from .schema import (BackboneConfig, Config, ConfigError, ConvNeXtConfig, DataCo
                      MelConfig, MelDataConfig, MelDiscriminatorConfig, MelLossConfig, MelModelConfig, ModelConfig,
                      OptimConfig, PatchGANConfig, QuantizerConfig, RefinerConfig, ResNet1dConfig, ResNet2dConfig,
                      StyleGANConfig, TrainConfig, VQConfig, ViTConfig)
+from .quantizer_schema import BSQConfig, LFQConfig, RFSQConfig, SimVQConfig
 
-__all__ = ["PRESET_DIR", "BackboneConfig", "Config", "ConfigError", "ConvNeXtConfig", "DataConfig",
+__all__ = ["PRESET_DIR", "BSQConfig", "LFQConfig", "RFSQConfig", "SimVQConfig", "BackboneConfig", "Config", "ConfigError", "ConvNeXtConfig", "DataConfig",
            "DiscriminatorConfig", "FSQConfig", "ImageConfig", "ImageDataConfig", "ImageLossConfig",
            "ImageModelConfig", "LossConfig", "MelConfig", "MelDataConfig", "MelDiscriminatorConfig", "MelLossConfig",
            "MelModelConfig", "ModelConfig", "OptimConfig", "PatchGANConfig", "QuantizerConfig", "RefinerConfig",

@@ -1,13 +1,14 @@
-"""The tokenizer's own parts: mel frontend, backbones, quantisers, refiner, image input, and the
-model block that holds them. Components with kinds are tagged unions keyed by `kind` (config/io.py
+"""The tokenizer's own parts: mel frontend, backbones, refiner, image input, and the model block
+that holds them (the quantisers' configs are in quantizer_schema.py). Components with kinds are tagged unions keyed by `kind` (config/io.py
 builds the dataclass a block's kind names, so other kinds' keys are refused by construction)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .checks import check
+from .quantizer_schema import (BSQConfig, FSQConfig, LFQConfig, QuantizerConfig, RFSQConfig,  # noqa: F401
+                               SimVQConfig, VQConfig)
 
 
 @dataclass
@@ -134,116 +135,6 @@ def _widths_and_depth(cfg) -> None:
     check(cfg.blocks_per_stage >= 1, "model.backbone.blocks_per_stage", "must be >= 1")
     check(0 <= cfg.dropout < 1, "model.backbone.dropout", "must be in [0, 1)")
 
-
-@dataclass
-class FSQConfig:
-    """Finite scalar quantisation: one integer per latent dimension, codes = product of the levels."""
-    kind: str = "fsq"
-    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # 1000 codes
-
-    tokens_per_position = 1
-
-    def describe(self) -> str:
-        return f"fsq levels {self.levels} = {math.prod(self.levels)} codes"
-
-    def validate(self) -> None:
-        check(len(self.levels) >= 1 and all(lv >= 2 for lv in self.levels),
-               "model.quantizer.levels", "every level must be >= 2")
-
-
-@dataclass
-class VQConfig:
-    """Codebook VQ with the options of ViT-VQGAN, SeQ-GAN and MoVQ."""
-    kind: str = "vq"
-    codebook_size: int = 1024
-    dim: int = 64                   # latent width of one code (per channel chunk)
-    codebook_dim: int | None = None  # factorised codes, looked up in this low dimension (e.g. 8)
-    l2_norm: bool = False           # l2-normalise latents and codes (cosine lookup)
-    beta: float = 0.25              # commitment loss weight
-    entropy_weight: float = 0.0     # SeQ-GAN entropy regulariser gamma (0.01 in the paper)
-    entropy_temperature: float = 0.01  # soft usage = softmax(-distance / T); at 1.0 the term barely acts
-    channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
-    restart_dead_codes: bool = False  # re-seed unused codes from recent encoder outputs
-    dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
-    usage_decay: float = 0.99         # EMA decay of per-code assignment counts
-    distance_chunk: int = 4096        # latents per chunk when computing distances (bounds memory)
-
-    @property
-    def tokens_per_position(self) -> int:
-        return self.channels
-
-    def describe(self) -> str:
-        return (f"vq {self.codebook_size} codes x {self.codebook_dim or self.dim} dims"
-                f"{', l2-normalised' if self.l2_norm else ''}, {self.channels} per position")
-
-    def validate(self) -> None:
-        check(self.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
-        check(self.dim >= 1, "model.quantizer.dim", "must be >= 1")
-        check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
-        check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
-        check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
-        check(self.channels >= 1, "model.quantizer.channels", "must be >= 1")
-        check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
-        check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
-        check(self.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
-
-
-@dataclass
-class LFQConfig:
-    """Lookup-free quantisation (MAGVIT-v2): each latent channel is one bit, 2^dim codes, no codebook."""
-    kind: str = "lfq"
-    dim: int = 10                   # bits per token = latent width: 2^dim codes
-    commitment_weight: float = 0.25  # ||z - code||^2 pulls the latents towards their codes
-    entropy_weight: float = 0.1     # weight of the entropy term (MAGVIT-v2: 0.1; 0 = off)
-    codebook_entropy_weight: float = 1.0  # inside the term: per-sample entropy - this x batch-usage entropy
-    entropy_temperature: float = 0.01  # soft codes q(c|z) = softmax(<z, c> / T) over the 2^dim codes
-
-    def describe(self) -> str:
-        return f"{self.kind} {self.dim} bits = {2 ** self.dim} codes"
-
-    def validate(self) -> None:
-        # ids are int64 and the codebook size 2^dim must be one too
-        check(1 <= self.dim <= 62, "model.quantizer.dim", f"must be in [1, 62] (2^dim codes), got {self.dim}")
-        check(self.commitment_weight >= 0, "model.quantizer.commitment_weight", "must be >= 0")
-        check(self.entropy_weight >= 0, "model.quantizer.entropy_weight", "must be >= 0")
-        check(self.codebook_entropy_weight >= 0, "model.quantizer.codebook_entropy_weight", "must be >= 0")
-        check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
-
-
-@dataclass
-class BSQConfig(LFQConfig):
-    """Binary spherical quantisation (BSQ-ViT): LFQ of the l2-normalised latent, codes sign(z) / sqrt(dim)."""
-    kind: str = "bsq"
-
-
-@dataclass
-class RFSQConfig:
-    """Residual FSQ: `stages` FSQ stages over one latent, each quantising what the earlier ones left,
-    on a grid `levels` times finer per stage; a position holds one index per stage."""
-    kind: str = "rfsq"
-    levels: list[int] = field(default_factory=lambda: [8, 5, 5, 5])  # per stage: 1000 codes
-    stages: int = 2
-    # SoundStream / DAC quantiser dropout: the probability that a training example decodes from only
-    # its first k stages (k uniform in 1..stages), so that decoding from fewer stages is trained
-    stage_dropout: float = 0.0
-
-    @property
-    def tokens_per_position(self) -> int:
-        return self.stages
-
-    def describe(self) -> str:
-        return f"rfsq levels {self.levels} x {self.stages} stages = {math.prod(self.levels)} codes per stage"
-
-    def validate(self) -> None:
-        check(len(self.levels) >= 1 and all(lv >= 2 for lv in self.levels),
-               "model.quantizer.levels", "every level must be >= 2")
-        check(self.stages >= 1, "model.quantizer.stages", "must be >= 1")
-        check(0 <= self.stage_dropout <= 1, "model.quantizer.stage_dropout", "must be in [0, 1]")
-
-
-# A tagged union: `kind` picks the dataclass, and a key of another kind is unknown by construction
-# (config/io.py). A new quantiser adds its dataclass here and to build_quantizer's registry.
-QuantizerConfig = FSQConfig | VQConfig | LFQConfig | BSQConfig | RFSQConfig
 
 
 @dataclass

@@ -4,6 +4,7 @@ from .base import Quantizer, QuantizerOutput, usage_stats
 from .fsq import FSQ
 from .lfq import BSQ, LFQ
 from .rfsq import ResidualFSQ
+from .simvq import SimVQ
 from .vq import VectorQuantizer
 
 # kind -> builder from that kind's own config
@@ -13,6 +14,7 @@ REGISTRY = {
     "lfq": LFQ,
     "bsq": BSQ,
     "rfsq": ResidualFSQ.from_config,
+    "simvq": SimVQ,
 }
 
 
@@ -22,5 +24,5 @@ def build_quantizer(cfg: QuantizerConfig) -> Quantizer:
     return REGISTRY[cfg.kind](cfg)
 
 
-__all__ = ["FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "REGISTRY", "ResidualFSQ", "VQConfig",
-           "VectorQuantizer", "build_quantizer", "usage_stats"]
+__all__ = ["BSQ", "FSQ", "FSQConfig", "LFQ", "Quantizer", "QuantizerOutput", "REGISTRY", "ResidualFSQ", "SimVQ",
+           "VQConfig", "VectorQuantizer", "build_quantizer", "usage_stats"]

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..distributed import all_reduce_sum_
+
 
 @dataclass
 class QuantizerOutput:
@@ -32,14 +34,18 @@ class Quantizer(nn.Module):
         return self(z).indices
 
 
-def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes."""
+def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None,
+                across_processes: bool = False) -> dict[str, torch.Tensor]:
+    """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes;
+    across_processes: over every process's codes (a collective: every process must call it)."""
     flat = indices.reshape(-1)
     keep = (flat >= 0) & (flat < codebook_size)   # non-finite latents give garbage ids: not codes
     if mask is not None:
         keep &= mask.reshape(-1).bool()
     flat = flat[keep]
     counts = torch.bincount(flat.long(), minlength=codebook_size).float()
+    if across_processes:
+        counts = all_reduce_sum_(counts)
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
     return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}

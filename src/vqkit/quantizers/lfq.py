@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..config.model_schema import BSQConfig, LFQConfig
+from ..config.quantizer_schema import BSQConfig, LFQConfig
 from ..distributed import all_reduce_sum_, differentiable_sum, is_distributed, world_size
 from .base import Quantizer, QuantizerOutput
 

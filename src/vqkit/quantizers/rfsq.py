@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config.model_schema import RFSQConfig
+from ..config.quantizer_schema import RFSQConfig
 from .base import Quantizer, QuantizerOutput, usage_stats
 from .fsq import FSQ
 

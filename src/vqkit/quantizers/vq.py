@@ -1,4 +1,5 @@
-"""Codebook vector quantisation with the options of ViT-VQGAN, SeQ-GAN and MoVQ.
+"""Codebook vector quantisation with the options of ViT-VQGAN, SeQ-GAN and MoVQ (the layout, lookup,
+losses, gradient estimator and usage statistics they share with SimVQ are in codebook.py).
 
 - factorised codes (ViT-VQGAN): each latent is projected to `codebook_dim` by a learned linear map
   (a 1x1 conv), looked up there and projected back;
@@ -13,8 +14,7 @@
 Under multi-process training the usage counts and the entropy term's soft usage are summed over
 processes and restarted codes come from process 0, so every replica keeps the same codebook.
 
-Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
-is ever held (see `_soft_usage` for the entropy term). Always computed in float32.
+The entropy term's softmax is computed `distance_chunk` latents at a time (see `_soft_usage`).
 """
 from __future__ import annotations
 
@@ -25,31 +25,24 @@ from torch.utils.checkpoint import checkpoint
 
 from ..config import VQConfig
 from ..distributed import all_reduce_sum_, broadcast_, differentiable_sum
-from .base import Quantizer, QuantizerOutput, usage_stats
+from .codebook import CodebookQuantizer
+from .estimators import soft_assignment
 
 
 def _chunk_soft_usage(h: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor, w: torch.Tensor,
                       temperature: float) -> torch.Tensor:
-    """sum_i w_i softmax(-||h_i - e_k||^2 / T) over one chunk -> (K,).
-
-    ||h_i||^2 is constant along k and cancels in the softmax, so it is left out."""
-    p = torch.softmax((2 * h @ e.t() - e_sq) / temperature, dim=-1)
-    return (p * w[:, None]).sum(0)
+    """sum_i w_i softmax(-||h_i - e_k||^2 / T) over one chunk -> (K,)."""
+    return (soft_assignment(h, e, e_sq, temperature) * w[:, None]).sum(0)
 
 
-class VectorQuantizer(Quantizer):
+class VectorQuantizer(CodebookQuantizer):
     """forward(z (B, channels*dim, *spatial), mask (B, *spatial) | None) -> QuantizerOutput with
     indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
 
+    label = "VQ"
+
     def __init__(self, cfg: VQConfig):
-        super().__init__()
-        cfg.validate()
-        self.cfg = cfg
-        self.chunk_dim = cfg.dim
-        self.channels = cfg.channels
-        self.dim = cfg.dim * cfg.channels
-        self.codebook_size = cfg.codebook_size
-        self.tokens_per_position = cfg.channels
+        super().__init__(cfg)
         self.code_dim = cfg.codebook_dim or cfg.dim
         if cfg.codebook_dim is not None:
             self.in_proj = nn.Linear(cfg.dim, cfg.codebook_dim)
@@ -69,7 +62,8 @@ class VectorQuantizer(Quantizer):
     def extra_repr(self) -> str:
         c = self.cfg
         return (f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}, "
-                f"codebook_dim={c.codebook_dim}, l2_norm={c.l2_norm}, entropy_weight={c.entropy_weight}")
+                f"codebook_dim={c.codebook_dim}, l2_norm={c.l2_norm}, entropy_weight={c.entropy_weight}, "
+                f"gradient={c.gradient}")
 
     # ---- helpers ----------------------------------------------------------------------------
     def _codes(self) -> torch.Tensor:
@@ -85,17 +79,6 @@ class VectorQuantizer(Quantizer):
 
     def _from_code_space(self, q: torch.Tensor) -> torch.Tensor:
         return self.out_proj(q) if self.out_proj is not None else q
-
-    @torch.no_grad()
-    def _nearest(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """argmin_k ||h_i - e_k||^2, `distance_chunk` rows at a time. ||h_i||^2 is the same for every
-        k, so it is left out, and the rest is one fused addmm: a single chunk x K buffer per chunk."""
-        e_sq = (e * e).sum(-1)
-        out = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
-        step = self.cfg.distance_chunk
-        for s in range(0, h.shape[0], step):
-            out[s:s + step] = torch.addmm(e_sq, h[s:s + step], e.t(), alpha=-2).argmin(-1)
-        return out
 
     def _soft_usage(self, h: torch.Tensor, e: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Weighted mean over latents of softmax(-d / T), differentiable in h and e.
@@ -134,59 +117,17 @@ class VectorQuantizer(Quantizer):
         self.usage_ema[dead] = self._neutral_usage()
         return n
 
-    # ---- public API ----------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
-        if z.dim() < 3 or z.shape[1] != self.dim:
-            raise ValueError(f"VQ expects (B, {self.dim}, ...) latents "
-                             f"(channels {self.channels} x dim {self.chunk_dim}), got {tuple(z.shape)}")
+    def _regularise(self, loss: torch.Tensor, h: torch.Tensor, e: torch.Tensor, idx: torch.Tensor,
+                    keep: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         cfg = self.cfg
-        with torch.autocast(device_type=z.device.type, enabled=False):
-            zl = z.float().movedim(1, -1)                              # (B, *sp, c*dim)
-            lead = zl.shape[:-1]
-            x = zl.reshape(-1, self.chunk_dim)                         # (N, dim), N = B*prod(sp)*c
-            h = self._to_code_space(x)
-            e = self._codes()
-            idx = self._nearest(h.detach(), e.detach())
-            q = e[idx]
-            loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
-            # straight-through written so the value is exactly q (h - h.detach() == 0), which makes
-            # indices_to_codes bit-identical to forward; the gradient w.r.t. h is the identity
-            q_st = q.detach() + (h - h.detach())
-            zq = self._from_code_space(q_st).reshape(*lead, self.dim).movedim(-1, 1)
-
-            keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
-            if mask is not None:
-                if tuple(mask.shape) != tuple(lead):
-                    raise ValueError(f"mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
-                keep = mask.to(z.device).bool().unsqueeze(-1).expand(*lead, self.channels).reshape(-1)
-            stats: dict[str, torch.Tensor] = {}
-            if cfg.entropy_weight > 0 and self.training:
-                p_mean = self._soft_usage(h, e, keep.float())
-                entropy = -(p_mean * torch.log(p_mean.clamp(min=1e-12))).sum()
-                loss = loss - cfg.entropy_weight * entropy
-                stats["soft_entropy"] = entropy.detach()
-            if cfg.restart_dead_codes:
-                # a frozen codebook (e.g. SeQ-GAN phase 2) is never rewritten
-                live = self.training and self.codebook.requires_grad
-                n = self._restart_dead(h.detach(), idx, keep) if live else 0
-                stats["restarted"] = torch.tensor(float(n), device=z.device)
-
-        indices = idx.reshape(*lead, self.channels)
-        if self.channels == 1:
-            indices = indices.squeeze(-1)
-        stats_mask = keep.reshape(indices.shape) if mask is not None else None
-        stats = {**usage_stats(indices.detach(), self.codebook_size, stats_mask), **stats}
-        return QuantizerOutput(z_q=zq, indices=indices, loss=loss, stats=stats)
-
-    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
-        """(B, *spatial[, channels]) ids -> (B, channels*dim, *spatial), exactly as forward produces."""
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
-                             f"got range [{int(indices.min())}, {int(indices.max())}]")
-        if self.channels > 1 and (indices.dim() < 2 or indices.shape[-1] != self.channels):
-            raise ValueError(f"expected ids of shape (B, ..., {self.channels}), got {tuple(indices.shape)}")
-        lead = indices.shape if self.channels == 1 else indices.shape[:-1]
-        with torch.autocast(device_type=indices.device.type, enabled=False):
-            q = self._codes()[indices.reshape(-1).long()]
-            zq = self._from_code_space(q).reshape(*lead, self.dim)
-        return zq.movedim(-1, 1)
+        if cfg.entropy_weight > 0 and self.training:
+            p_mean = self._soft_usage(h, e, keep.float())
+            entropy = -(p_mean * torch.log(p_mean.clamp(min=1e-12))).sum()
+            loss = loss - cfg.entropy_weight * entropy
+            stats["soft_entropy"] = entropy.detach()
+        if cfg.restart_dead_codes:
+            # a frozen codebook (e.g. SeQ-GAN phase 2) is never rewritten
+            live = self.training and self.codebook.requires_grad
+            n = self._restart_dead(h.detach(), idx, keep) if live else 0
+            stats["restarted"] = torch.tensor(float(n), device=h.device)
+        return loss

@@ -1,0 +1,127 @@
+"""What codebook quantisers share (VQ, SimVQ): the layout of latents and ids, the nearest-code search,
+the codebook + commitment losses, the gradient estimator and the usage statistics.
+
+- A latent vector of width channels * dim is split into `channels` chunks, each looked up in the
+  same single codebook (MoVQ multichannel), so a position holds `channels` ids.
+- Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
+  is ever held. Always in float32 (autocast is switched off inside).
+- loss = ||sg(h) - q||^2 + beta ||h - sg(q)||^2 (codebook, commitment), plus a subclass's terms.
+- z_q's gradient comes from `cfg.gradient` (estimators.py); its value is exactly the code.
+- In training, usage and perplexity are those of the global batch (summed over processes), so every
+  process logs the same numbers.
+
+A subclass says what its codes are (`_codes`), how latents enter and leave code space
+(`_to_code_space`, `_from_code_space`) and what it adds to the loss (`_regularise`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .base import Quantizer, QuantizerOutput, usage_stats
+from .estimators import pass_gradient
+
+
+class CodebookQuantizer(Quantizer):
+    """forward(z (B, channels*dim, *spatial), mask (B, *spatial) | None) -> QuantizerOutput with
+    indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
+
+    label = "codebook quantiser"   # for error messages
+
+    def __init__(self, cfg) -> None:
+        """cfg: a codebook kind's config, with codebook_size, dim, channels, beta, distance_chunk
+        and gradient (VQConfig, SimVQConfig)."""
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.chunk_dim = cfg.dim
+        self.channels = cfg.channels
+        self.dim = cfg.dim * cfg.channels
+        self.codebook_size = cfg.codebook_size
+        self.tokens_per_position = cfg.channels
+
+    # ---- what a subclass defines ----------------------------------------------------------------
+    def _codes(self) -> torch.Tensor:
+        """The (K, code_dim) float32 codebook as used for lookup, differentiable in what trains it."""
+        raise NotImplementedError
+
+    def _to_code_space(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def _from_code_space(self, q: torch.Tensor) -> torch.Tensor:
+        return q
+
+    def _regularise(self, loss: torch.Tensor, h: torch.Tensor, e: torch.Tensor, idx: torch.Tensor,
+                    keep: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss with this kind's extra terms (stats: what they report)."""
+        return loss
+
+    # ---- shared ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _nearest(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """argmin_k ||h_i - e_k||^2, `distance_chunk` rows at a time. ||h_i||^2 is the same for every
+        k, so it is left out, and the rest is one fused addmm: a single chunk x K buffer per chunk."""
+        e_sq = (e * e).sum(-1)
+        out = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
+        step = self.cfg.distance_chunk
+        for s in range(0, h.shape[0], step):
+            out[s:s + step] = torch.addmm(e_sq, h[s:s + step], e.t(), alpha=-2).argmin(-1)
+        return out
+
+    def _chunks(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """(B, c*dim, *sp) -> ((N, dim) float32 chunks in channel order, (B, *sp))."""
+        if z.dim() < 3 or z.shape[1] != self.dim:
+            raise ValueError(f"{self.label} expects (B, {self.dim}, ...) latents "
+                             f"(channels {self.channels} x dim {self.chunk_dim}), got {tuple(z.shape)}")
+        zl = z.float().movedim(1, -1)                              # (B, *sp, c*dim)
+        return zl.reshape(-1, self.chunk_dim), zl.shape[:-1]      # (N, dim), N = B*prod(sp)*c
+
+    def _ids(self, idx: torch.Tensor, lead: torch.Size) -> torch.Tensor:
+        indices = idx.reshape(*lead, self.channels)
+        return indices.squeeze(-1) if self.channels == 1 else indices
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
+        cfg = self.cfg
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            x, lead = self._chunks(z)
+            h = self._to_code_space(x)
+            e = self._codes()
+            idx = self._nearest(h.detach(), e.detach())
+            q = e[idx]
+            loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
+            zq = self._from_code_space(pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk))
+            zq = zq.reshape(*lead, self.dim).movedim(-1, 1)
+
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
+            if mask is not None:
+                if tuple(mask.shape) != tuple(lead):
+                    raise ValueError(f"mask must have shape {tuple(lead)}, got {tuple(mask.shape)}")
+                keep = mask.to(z.device).bool().unsqueeze(-1).expand(*lead, self.channels).reshape(-1)
+            stats: dict[str, torch.Tensor] = {}
+            loss = self._regularise(loss, h, e, idx, keep, stats)
+
+        indices = self._ids(idx, lead)
+        stats_mask = keep.reshape(indices.shape) if mask is not None else None
+        # training runs in every process in step (the global batch); evaluation may run in one alone
+        usage = usage_stats(indices.detach(), self.codebook_size, stats_mask, across_processes=self.training)
+        return QuantizerOutput(z_q=zq, indices=indices, loss=loss, stats={**usage, **stats})
+
+    @torch.no_grad()
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """forward's ids without its losses, estimator or bookkeeping (no restarts, no collectives)."""
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            x, lead = self._chunks(z)
+            return self._ids(self._nearest(self._to_code_space(x), self._codes()), lead)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, *spatial[, channels]) ids -> (B, channels*dim, *spatial), exactly as forward produces."""
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
+                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+        if self.channels > 1 and (indices.dim() < 2 or indices.shape[-1] != self.channels):
+            raise ValueError(f"expected ids of shape (B, ..., {self.channels}), got {tuple(indices.shape)}")
+        lead = indices.shape if self.channels == 1 else indices.shape[:-1]
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            q = self._codes()[indices.reshape(-1).long()]
+            zq = self._from_code_space(q).reshape(*lead, self.dim)
+        return zq.movedim(-1, 1)
