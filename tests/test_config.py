@@ -466,3 +466,12 @@ def test_an_integer_a_float_cannot_hold_is_refused():
     with pytest.raises(ConfigError, match=r"data.max_seconds: 9007199254740993 is too large to be held exactly"):
         load_config(overrides=["data.max_seconds=9007199254740993"])
     assert load_config(overrides=["data.max_seconds=9007199254740992"]).data.max_seconds == 2.0 ** 53
+
+
+def test_an_override_given_a_mapping_can_be_given_again():
+    """Hypothesis found it: `0=?` (YAML reads `?` as a mapping) and then `0=` was refused as if
+    dotted keys had been given under 0; a later value replaces an earlier one."""
+    assert parse_overrides(["0=?", "0="]) == {"0": ""}
+    assert parse_overrides(["model.refiner={}", "model.refiner=null"]) == {"model": {"refiner": None}}
+    with pytest.raises(ConfigError, match=r"override 'model.refiner=null': model.refiner was already given nested keys"):
+        parse_overrides(["model.refiner.mode=shared", "model.refiner=null"])

@@ -170,6 +170,7 @@ def _count_values(node: Any, budget: int) -> int:
 def parse_overrides(overrides: list[str]) -> dict:
     """['train.steps=10', 'model.refiner.mode=shared'] -> nested dict (values parsed as YAML)."""
     nested: dict = {}
+    made: set[int] = set()   # blocks that dotted keys made (a mapping given as a value may be replaced)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected key=value, e.g. train.steps=100")
@@ -185,10 +186,13 @@ def parse_overrides(overrides: list[str]) -> dict:
         if any(not p.strip() for p in parts):
             raise ConfigError(f"override {item!r}: the key {key.strip()!r} has an empty name in it, e.g. train.steps=100")
         for i, p in enumerate(parts[:-1]):
-            node = node.setdefault(p, {})
+            if p not in node:
+                node[p] = {}
+                made.add(id(node[p]))
+            node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {'.'.join(parts[:i + 1])} was already set to a value")
-        if isinstance(node.get(parts[-1]), dict):
+        if isinstance(node.get(parts[-1]), dict) and id(node[parts[-1]]) in made:
             raise ConfigError(f"override {item!r}: {key} was already given nested keys")
         node[parts[-1]] = value
     return nested
