@@ -73,13 +73,18 @@ OPTIONS: list[tuple[str, dict]] = [
     ("vq rotation trick", {"kind": "vq", "gradient": "rotation"}),
     ("vq index backprop", {"kind": "vq", "gradient": "index_backprop"}),
     ("simvq", {"kind": "simvq"}),
+    ("lfq", {"kind": "lfq"}),
+    ("bsq", {"kind": "bsq"}),
+    ("rfsq 2 stages", {"kind": "rfsq", "stages": 2}),
 ]
-# Small and large codebook: VQ sizes, and the FSQ levels of about the same size.
-SIZES = [(1024, [8, 5, 5, 5]), (16384, [8, 8, 8, 6, 5])]
+# Small, large and (codebooks without a lookup only) huge: VQ sizes, and FSQ levels of about the same
+# size; lfq / bsq take log2(size) bits.
+SIZES = [(1024, [8, 5, 5, 5]), (16384, [8, 8, 8, 6, 5]), (65536, [8, 8, 8, 8, 4, 4])]
+LOOKUP_FREE = ("fsq", "lfq", "bsq", "rfsq")   # the only kinds timed at the huge size
 NOTES = ["random N(0, 1) latents and untrained codebooks: speed and memory only",
          "one call = quantizer(z) + backward of mean(z_q^2) + auxiliary loss, train mode, float32",
          "multichannel splits each dim-wide vector into `channels` chunks: lookups = channels x N",
-         "fsq input width is the number of levels (4 or 5), not --dim",
+         "fsq / rfsq input width is the number of levels (4 to 6), lfq / bsq the bits (log2 K), not --dim",
          "restart_dead_codes: the EMA usage update runs every call; codes are re-seeded only once "
          "they are dead (see restarted_per_call_mean)"]
 
@@ -188,8 +193,10 @@ def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list[f
 
 def make_quantizer(fields: dict, size: int, levels: list[int], dim: int):
     f = dict(fields)
-    if f["kind"] == "fsq":
+    if f["kind"] in ("fsq", "rfsq"):
         f["levels"] = levels
+    elif f["kind"] in ("lfq", "bsq"):
+        f["dim"] = size.bit_length() - 1   # 2^dim codes
     else:
         channels = f.get("channels", 1)
         # Every option sees the same N vectors of width `dim`; multichannel splits each into
@@ -241,8 +248,8 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
     med = statistics.median(times)
     r = {
         "option": name, "kind": cfg.kind, "codebook_size": q.codebook_size,
-        "levels": cfg.levels if cfg.kind == "fsq" else None,
-        "config": {k: v for k, v in vars(cfg).items() if k != "levels"} if cfg.kind == "vq" else None,
+        "levels": getattr(cfg, "levels", None),
+        "config": {k: v for k, v in vars(cfg).items() if k != "levels"},
         "n_vectors": args.n, "input_width": q.dim, "lookups": args.n * getattr(q, "tokens_per_position", 1),
         "params": count(q),
         "times_s": times, "repeats": len(times), "median_s": med, "min_s": min(times),
@@ -279,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="latent vectors per call (default: %(default)s = 8 x 32 x 32)")
     ap.add_argument("--dim", type=int, default=32,
                     help="latent width for vq (default: %(default)s); fsq takes one dim per level")
-    ap.add_argument("--sizes", choices=["small", "large", "both"], default="both",
-                    help="codebooks: small = vq 1024 / fsq [8,5,5,5]; large = vq 16384 / fsq [8,8,8,6,5] "
+    ap.add_argument("--sizes", choices=["small", "large", "both", "all"], default="all",
+                    help="codebooks: small = vq 1024 / fsq [8,5,5,5]; large = vq 16384 / fsq [8,8,8,6,5]; all adds "
+                         "65536 (fsq [8,8,8,8,4,4], lfq / bsq 16 bits) for the kinds without a lookup "
                          "(default: %(default)s)")
     ap.add_argument("--options", nargs="+", default=None, metavar="NAME",
                     help=f"subset of options by name (default: all: {'; '.join(n for n, _ in OPTIONS)})")
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fields in options:
         if args.dim % fields.get("channels", 1):
             ap.error(f"--dim {args.dim} is not divisible by the {fields['channels']} channels of {name!r}")
-    sizes = {"small": SIZES[:1], "large": SIZES[1:], "both": SIZES}[args.sizes]
+    sizes = {"small": SIZES[:1], "large": SIZES[1:2], "both": SIZES[:2], "all": SIZES}[args.sizes]
 
     device = setup_device(args)
     malloc = "n/a (CUDA caching allocator)" if device.type == "cuda" else "glibc defaults (adaptive)"
@@ -325,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"N = {args.n} latent vectors, vq dim {args.dim}, distance chunk {chunk}, float32, forward + backward "
           f"in train mode; malloc: {malloc}", flush=True)
     t_all = time.perf_counter()
-    plan = [(name, fields, size, levels) for size, levels in sizes for name, fields in options]
+    plan = [(name, fields, size, levels) for size, levels in sizes for name, fields in options
+            if size <= 16384 or fields["kind"] in LOOKUP_FREE]
     if device.type == "cpu":
         print("peak memory: one call of each option in a forked child process ...", flush=True)
         peaks, memory_kind = cpu_memory_pass(plan, args)
