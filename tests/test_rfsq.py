@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vqkit.config import ConfigError, load_config
-from vqkit.quantizers import FSQ, REGISTRY, ResidualFSQ, build_quantizer, usage_stats
+from vqkit.quantizers import FSQ, REGISTRY, ResidualFSQ, build_quantizer
 
 EPS = 1e-3   # FSQ's default
 
@@ -218,23 +218,6 @@ def test_usage_statistics_per_stage_and_pooled_with_a_mask():
     assert out.stats.keys() == expect.keys() == {"usage", "perplexity", "usage_stage1", "perplexity_stage1",
                                                  "usage_stage2", "perplexity_stage2"}
     assert all(torch.equal(out.stats[k], expect[k]) for k in expect)
-
-
-def test_statistics_are_per_process_as_fsqs(monkeypatch):
-    """Under DDP, FSQ's usage statistics are those of the process's own batch (nothing is reduced);
-    residual FSQ does the same: forward never calls a collective."""
-    import torch.distributed as dist
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a collective was called")
-
-    for name in ("all_reduce", "broadcast", "all_gather"):
-        monkeypatch.setattr(dist, name, refuse)
-    q = ResidualFSQ([8, 5, 5, 5], stages=2, stage_dropout=0.5).train()
-    z = torch.randn(4, 4, 20, generator=torch.Generator().manual_seed(7))
-    out = q(z)
-    local = usage_stats(out.indices[..., 0], q.codebook_size)
-    assert out.stats["usage_stage1"] == local["usage"]
 
 
 def test_stage_dropout_trains_truncated_codes_and_only_in_training():

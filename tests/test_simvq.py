@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from quantizer_helpers import fit_usage
-from vqkit.config import VQConfig, load_config
-from vqkit.config import SimVQConfig
+from vqkit.config import SimVQConfig, VQConfig, load_config
 from vqkit.models.tokenizer import Tokenizer
 from vqkit.quantizers import SimVQ, build_quantizer
 
@@ -180,49 +178,6 @@ def test_simvq_and_ibq_keep_more_codes_alive_than_vq(seed):
     print(f"seed {seed}: held-out usage of 128 codes", usage)
     assert usage["simvq"] > usage["vq"] + 0.15, usage
     assert usage["vq+index_backprop"] > usage["vq"] + 0.15, usage
-
-
-# ---- two processes ---------------------------------------------------------------------------
-def _ddp_case(kind: str, rank: int):
-    """The same quantiser in every process (seed 0), and process `rank`'s own data."""
-    torch.manual_seed(0)
-    q = build_quantizer(SimVQConfig(codebook_size=64, dim=4) if kind == "simvq" else VQConfig(codebook_size=64, dim=4))
-    if kind == "vq":
-        q.codebook.data.normal_()
-    return q, torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(100 + rank))
-
-
-def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
-    try:
-        results = {}
-        for kind in ("simvq", "vq"):
-            q, z = _ddp_case(kind, rank)
-            results[kind] = {"train": q(z).stats, "eval": q.eval()(z).stats}
-        torch.save(results, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def test_usage_is_the_global_batchs_under_two_processes(tmp_path):
-    """Each process quantises different data; in training both report the usage and perplexity of
-    the two halves together (what one process computes on the whole batch); evaluation stays local
-    (it may run in one process alone)."""
-    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path)), nprocs=2, join=True)
-    got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    for kind in ("simvq", "vq"):
-        (q, z0), (_, z1) = _ddp_case(kind, 0), _ddp_case(kind, 1)
-        whole = q(torch.cat([z0, z1])).stats
-        local = [q(z0).stats, q(z1).stats]
-        assert local[0]["usage"] != local[1]["usage"]   # the halves differ, so a per-process number would
-        for r in range(2):
-            for key in ("usage", "perplexity"):
-                assert torch.equal(got[r][kind]["train"][key], got[0][kind]["train"][key]), (kind, key)
-                torch.testing.assert_close(got[r][kind]["train"][key], whole[key])
-                torch.testing.assert_close(got[r][kind]["eval"][key], local[r][key])
 
 
 # ---- a tokenizer ------------------------------------------------------------------------------

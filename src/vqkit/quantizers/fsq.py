@@ -51,7 +51,7 @@ class FSQ(Quantizer):
             codes = rounded / self._half_width                               # in [-1, 1]
             indices = self._codes_to_indices(rounded)
         z_q = codes.movedim(-1, 1)
-        stats = usage_stats(indices.detach(), self.codebook_size, mask)
+        stats = usage_stats(indices.detach(), self.codebook_size, mask, across_processes=self.training)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros(()), stats=stats)
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:

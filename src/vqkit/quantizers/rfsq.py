@@ -19,7 +19,7 @@ so the later stages' values pointing further out are never chosen there: every i
 (and `codes_to_indices` inverts it), but not every tuple is one the encoder makes.
 
 The gradient is straight-through to u, as FSQ's (the value is exactly the sum of the stage codes).
-Usage statistics are per process, as FSQ's: nothing here is reduced over DDP processes.
+In training, usage statistics count every process's codes (the global batch), as every quantiser's do.
 Always computed in float32, also under bf16 autocast.
 """
 from __future__ import annotations
@@ -130,9 +130,9 @@ class ResidualFSQ(Quantizer):
         channels), and per stage (`usage_stage1`, `perplexity_stage1`, ...)."""
         per = indices if self.stages > 1 else indices.unsqueeze(-1)
         pooled_mask = mask.unsqueeze(-1).expand(per.shape) if mask is not None else None
-        stats = usage_stats(per, self.codebook_size, pooled_mask)
+        stats = usage_stats(per, self.codebook_size, pooled_mask, across_processes=self.training)
         for s in range(self.stages):
-            for key, value in usage_stats(per[..., s], self.codebook_size, mask).items():
+            for key, value in usage_stats(per[..., s], self.codebook_size, mask, self.training).items():
                 stats[f"{key}_stage{s + 1}"] = value
         return stats
 
