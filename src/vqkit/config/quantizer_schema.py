@@ -25,48 +25,18 @@ class FSQConfig:
                "model.quantizer.levels", "every level must be >= 2")
 
 
+# How z_q's gradient passes the nearest-code lookup (quantizers/estimators.py). One key, not a
+# switch per estimator: they are alternatives, so two of them cannot be asked for at once.
+GRADIENTS = ("straight_through", "rotation", "index_backprop")
+
+
 @dataclass
-class VQConfig:
-    """Codebook VQ with the options of ViT-VQGAN, SeQ-GAN and MoVQ."""
-    kind: str = "vq"
+class _Codebook:
+    """What the codebook kinds share (not a kind itself): a learned (or transformed) codebook of
+    `codebook_size` codes, looked up by nearest distance in chunks."""
+    kind: str = ""
     codebook_size: int = 1024
     dim: int = 64                   # latent width of one code (per channel chunk)
-    codebook_dim: int | None = None  # factorised codes, looked up in this low dimension (e.g. 8)
-    l2_norm: bool = False           # l2-normalise latents and codes (cosine lookup)
-    beta: float = 0.25              # commitment loss weight
-    entropy_weight: float = 0.0     # SeQ-GAN entropy regulariser gamma (0.01 in the paper)
-    entropy_temperature: float = 0.01  # soft usage = softmax(-distance / T); at 1.0 the term barely acts
-    channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
-    restart_dead_codes: bool = False  # re-seed unused codes from recent encoder outputs
-    dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
-    usage_decay: float = 0.99         # EMA decay of per-code assignment counts
-    distance_chunk: int = 4096        # latents per chunk when computing distances (bounds memory)
-    gradient: str = "straight_through"  # or "rotation", "index_backprop" (see GRADIENTS)
-
-    @property
-    def tokens_per_position(self) -> int:
-        return self.channels
-
-    def describe(self) -> str:
-        return (f"vq {self.codebook_size} codes x {self.codebook_dim or self.dim} dims"
-                f"{', l2-normalised' if self.l2_norm else ''}, {self.channels} per position")
-
-    def validate(self) -> None:
-        _check_codebook(self, self.codebook_dim or self.dim)
-        check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
-        check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
-        check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
-        check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
-        check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
-
-
-@dataclass
-class SimVQConfig:
-    """SimVQ (Zhu et al. 2024): a codebook frozen at its random init, used through one learned linear
-    map (codes = C W), so every code moves with W and none dies. Codebook + beta x commitment losses."""
-    kind: str = "simvq"
-    codebook_size: int = 1024
-    dim: int = 64                   # latent width of one code (per channel chunk); W is dim x dim
     beta: float = 0.25              # commitment loss weight
     channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
     distance_chunk: int = 4096      # latents per chunk when computing distances (bounds memory)
@@ -76,31 +46,58 @@ class SimVQConfig:
     def tokens_per_position(self) -> int:
         return self.channels
 
+    def check_codebook(self, code_dim: int) -> None:
+        """The keys every codebook kind has; code_dim: the width codes are looked up in."""
+        check(self.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
+        check(self.dim >= 1, "model.quantizer.dim", "must be >= 1")
+        check(self.channels >= 1, "model.quantizer.channels", "must be >= 1")
+        check(self.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
+        check(self.gradient in GRADIENTS, "model.quantizer.gradient",
+              f"must be one of {', '.join(map(repr, GRADIENTS))}, got {self.gradient!r}")
+        # in one dimension a direction is only a sign: there is no rotation to pass the gradient through
+        check(self.gradient != "rotation" or code_dim >= 2, "model.quantizer.gradient",
+              f"'rotation' needs codes of >= 2 dimensions, got {code_dim} (dim / codebook_dim)")
+
+
+@dataclass
+class VQConfig(_Codebook):
+    """Codebook VQ with the options of ViT-VQGAN, SeQ-GAN and MoVQ."""
+    kind: str = "vq"
+    codebook_dim: int | None = None  # factorised codes, looked up in this low dimension (e.g. 8)
+    l2_norm: bool = False           # l2-normalise latents and codes (cosine lookup)
+    entropy_weight: float = 0.0     # SeQ-GAN entropy regulariser gamma (0.01 in the paper)
+    entropy_temperature: float = 0.01  # soft usage = softmax(-distance / T); at 1.0 the term barely acts
+    restart_dead_codes: bool = False  # re-seed unused codes from recent encoder outputs
+    dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
+    usage_decay: float = 0.99         # EMA decay of per-code assignment counts
+
     def describe(self) -> str:
-        return f"simvq {self.codebook_size} codes x {self.dim} dims (frozen codebook x learned map), " \
-               f"{self.channels} per position"
+        return (f"vq {self.codebook_size} codes x {self.codebook_dim or self.dim} dims"
+                f"{', l2-normalised' if self.l2_norm else ''}, {self.channels} per position")
 
     def validate(self) -> None:
-        _check_codebook(self, self.dim)
+        self.check_codebook(self.codebook_dim or self.dim)
+        check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
+        check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
+        check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
+        check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
+        check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
+
+
+@dataclass
+class SimVQConfig(_Codebook):
+    """SimVQ (Zhu et al. 2024): a codebook frozen at its random init, used through one learned linear
+    map (codes = C W, W is dim x dim), so every code moves with W and none dies. Codebook + beta x
+    commitment losses."""
+    kind: str = "simvq"
+
+    def describe(self) -> str:
+        return (f"simvq {self.codebook_size} codes x {self.dim} dims (frozen codebook x learned map), "
+                f"{self.channels} per position")
+
+    def validate(self) -> None:
+        self.check_codebook(self.dim)
         check(self.beta >= 0, "model.quantizer.beta", "must be >= 0")
-
-
-# How z_q's gradient passes the nearest-code lookup (quantizers/estimators.py). One key, not a
-# switch per estimator: they are alternatives, so two of them cannot be asked for at once.
-GRADIENTS = ("straight_through", "rotation", "index_backprop")
-
-
-def _check_codebook(cfg: VQConfig | SimVQConfig, code_dim: int) -> None:
-    """The keys every codebook kind has; code_dim: the width codes are looked up in."""
-    check(cfg.codebook_size >= 2, "model.quantizer.codebook_size", "must be >= 2")
-    check(cfg.dim >= 1, "model.quantizer.dim", "must be >= 1")
-    check(cfg.channels >= 1, "model.quantizer.channels", "must be >= 1")
-    check(cfg.distance_chunk >= 1, "model.quantizer.distance_chunk", "must be >= 1")
-    check(cfg.gradient in GRADIENTS, "model.quantizer.gradient",
-          f"must be one of {', '.join(map(repr, GRADIENTS))}, got {cfg.gradient!r}")
-    # in one dimension a direction is only a sign: there is no rotation to pass the gradient through
-    check(cfg.gradient != "rotation" or code_dim >= 2, "model.quantizer.gradient",
-          f"'rotation' needs codes of >= 2 dimensions, got {code_dim} (dim / codebook_dim)")
 
 
 @dataclass
