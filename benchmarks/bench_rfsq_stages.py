@@ -53,8 +53,8 @@ def score_by_stages(run_dir: Path, heldout: Path) -> list[dict]:
             for name in ("pesq_wb", "stoi"):
                 if m[name] is not None:
                     sums[k][name].append(m[name])
-    rate = tok.tokens_per_second / tok.tokens_per_position   # positions per second
-    return [{"stages": k, "bits_per_second": rate * k * tok.bits_per_token, "vocoder": vocoder.name,
+    rates = tok.bits_per_second_by_stages() or {"1": tok.bits_per_second}   # one FSQ: one rate
+    return [{"stages": k, "bits_per_second": rates[str(k)], "vocoder": vocoder.name,
              **{name: statistics.mean(v) if v else None for name, v in sums[k].items()}} for k in ks]
 
 

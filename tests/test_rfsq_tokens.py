@@ -176,6 +176,12 @@ def test_maskgit_masks_stages_one_by_one():
 # ---- the command line, end to end --------------------------------------------------------------
 
 @pytest.mark.slow
+def run_tokenizer_hop_seconds(run) -> float:
+    """Seconds of audio per token position of the tokenizer in `run`."""
+    m = Tokenizer.from_pretrained(run).config.model
+    return m.backbone.downsample * m.mel.hop_length / m.mel.sample_rate
+
+
 def test_rfsq_end_to_end_through_the_command_line(demo_dir, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--preset", "mqgan-refiner", "--data", str(demo_dir / "train"), "--valid-data",
@@ -196,6 +202,12 @@ def test_rfsq_end_to_end_through_the_command_line(demo_dir, tmp_path, capsys):
         assert main(["encode", str(run), str(demo_dir / split), "-o", str(tmp_path / split), "-q"]) == 0
     one = sorted((tmp_path / "heldout").glob("*.npy"))[0]
     assert np.load(one).shape[1] == 3 and json.loads(one.with_suffix(".json").read_text())["stages"] == 3
+    capsys.readouterr()
+    source = next((demo_dir / "heldout").rglob(json.loads(one.with_suffix(".json").read_text())["source"]))
+    assert main(["encode", str(run), str(source), "-o", str(tmp_path / "one.npy")]) == 0
+    positions = np.load(one).shape[0]   # the line counts every stage's tokens, and the clip's real length
+    seconds = positions * run_tokenizer_hop_seconds(run)
+    assert f"({3 * positions} tokens, {seconds:.2f} s)" in capsys.readouterr().out
 
     priors = {"gpt": tmp_path / "gpt", "maskgit": tmp_path / "maskgit"}
     for kind, out in priors.items():

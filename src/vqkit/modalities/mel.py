@@ -117,8 +117,8 @@ class MelModality(Modality):
     def encode_file(self, tok, src: Path, max_pixels):
         from ..models.audio_files import encode_file   # read block by block: any length in bounded memory
 
-        tokens = encode_file(tok, src).cpu().numpy()
-        return tokens, f"{tokens.shape[-1]} tokens, {tokens.shape[-1] / tok.tokens_per_second:.2f} s"
+        tokens = encode_file(tok, src).cpu().numpy()   # (T'[, channels or stages])
+        return tokens, f"{tokens.size} tokens, {tokens.size / tok.tokens_per_second:.2f} s"
 
     def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False,
                 stages: int | None = None):
