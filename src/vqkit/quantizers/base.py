@@ -38,14 +38,26 @@ def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | 
                 across_processes: bool = False) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes;
     across_processes: over every process's codes (a collective: every process must call it)."""
-    flat = indices.reshape(-1)
-    keep = (flat >= 0) & (flat < codebook_size)   # non-finite latents give garbage ids: not codes
+    counts = code_counts(indices.unsqueeze(-1), codebook_size, mask)[0]
+    return usage_of_counts(all_reduce_sum_(counts) if across_processes else counts)
+
+
+def code_counts(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(groups, K) float histograms of (..., groups) ids, one per trailing group (a residual
+    quantiser's stages); ids outside [0, K) (non-finite latents give garbage ids) and masked
+    positions (mask: the leading shape) are not counted."""
+    groups = indices.shape[-1]
+    flat = indices.reshape(-1, groups)
+    keep = (flat >= 0) & (flat < codebook_size)
     if mask is not None:
-        keep &= mask.reshape(-1).bool()
-    flat = flat[keep]
-    counts = torch.bincount(flat.long(), minlength=codebook_size).float()
-    if across_processes:
-        counts = all_reduce_sum_(counts)
+        keep &= mask.reshape(-1, 1).bool()
+    offset = torch.arange(groups, device=flat.device) * codebook_size   # group g counts into row g
+    ids = (flat.long() + offset)[keep]
+    return torch.bincount(ids, minlength=groups * codebook_size).float().view(groups, codebook_size)
+
+
+def usage_of_counts(counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Usage (fraction of codes seen) and perplexity (exp of code entropy) of a (K,) histogram."""
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
     return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}

@@ -27,7 +27,8 @@ from __future__ import annotations
 import torch
 
 from ..config.quantizer_schema import RFSQConfig
-from .base import Quantizer, QuantizerOutput, usage_stats
+from ..distributed import all_reduce_sum_
+from .base import Quantizer, QuantizerOutput, code_counts, usage_of_counts
 from .fsq import FSQ
 
 
@@ -129,10 +130,12 @@ class ResidualFSQ(Quantizer):
         """Usage and perplexity over every stage's codes together (as multichannel VQ counts its
         channels), and per stage (`usage_stage1`, `perplexity_stage1`, ...)."""
         per = indices if self.stages > 1 else indices.unsqueeze(-1)
-        pooled_mask = mask.unsqueeze(-1).expand(per.shape) if mask is not None else None
-        stats = usage_stats(per, self.codebook_size, pooled_mask, across_processes=self.training)
+        counts = code_counts(per, self.codebook_size, mask)   # (stages, K): one collective for all
+        if self.training:
+            counts = all_reduce_sum_(counts)
+        stats = usage_of_counts(counts.sum(0))
         for s in range(self.stages):
-            for key, value in usage_stats(per[..., s], self.codebook_size, mask, self.training).items():
+            for key, value in usage_of_counts(counts[s]).items():
                 stats[f"{key}_stage{s + 1}"] = value
         return stats
 
