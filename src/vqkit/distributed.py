@@ -82,11 +82,3 @@ def same_everywhere(value: str) -> bool:
     dist.all_gather_object(values, value)
     return all(v == values[0] for v in values)
 
-
-def finish() -> None:
-    """End the process group once every process is done (the end of a training command): leaving
-    it to interpreter exit lets gloo's threads be torn down mid-flight, which aborts a process
-    ("terminate called without an active exception") after a run that succeeded."""
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()

@@ -15,7 +15,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..distributed import finish
     from ..modalities import modality_of
     from ..training.budget import check_training_memory
     from ..training.trainer import Trainer
@@ -31,7 +30,6 @@ def run(args) -> int:
     log(f"training {cfg.name}: {n_params / 1e6:.2f}M generator parameters, {cfg.train.steps} steps, "
         f"batch {cfg.train.batch_size} x {crop}, device {trainer.acc.device}")
     trainer.fit(resume=args.resume or False)
-    finish()   # every process is done: end the process group before exit
     ended = "stopped by train.max_minutes" if trainer.stopped_early else "done"
     log(f"{ended}: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
     return 0

@@ -16,7 +16,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..distributed import finish
     from ..config.prior_schema import PriorConfig
     from ..data.audio_corpus import split_by_hash
     from ..training.prior_trainer import PriorTrainer
@@ -44,7 +43,6 @@ def run(args) -> int:
         f"batch {cfg.train.batch_size} x {'x'.join(map(str, cfg.data.crop))} positions x {corpus.channels}, "
         f"codebook {corpus.codebook_size}, device {trainer.acc.device}")
     trainer.fit(resume=args.resume or False)
-    finish()   # every process is done: end the process group before exit
     log(f"done: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}")
     return 0
 
