@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import add_file_parser, file_pairs, run_files
+from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files
 from .shared import load_tokenizer
 
 
@@ -21,7 +21,19 @@ def run(args) -> int:
 
     def one(src: Path, dst: Path) -> str:
         tokens, what = modality.encode_file(tok, src, args.max_pixels)
+        return write(src, dst, tokens, what)
+
+    def write(src: Path, dst: Path, tokens, what: str) -> str:
         path = save_tokens(dst, tokens, tok, extra={"source": src.name})
         return f"{src} -> {path} ({what})"
 
-    return run_files(file_pairs(Path(args.input), Path(args.output), modality.input_suffixes, ".npy"), one, args.quiet)
+    def done(src: Path, dst: Path, tokens) -> str:
+        tokens = tokens.cpu().numpy()
+        return write(src, dst, tokens, modality.token_text(tok, tokens))
+
+    pairs = file_pairs(Path(args.input), Path(args.output), modality.input_suffixes, ".npy")
+    batch = batch_size(args, tok)
+    if batch is None:
+        return run_files(pairs, one, args.quiet)
+    return run_batched(pairs, lambda src: modality.read_signal(tok, src, args.max_pixels),
+                       lambda signals: tok.encode_batch(signals, **batch), done, one, args.quiet)

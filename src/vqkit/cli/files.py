@@ -19,6 +19,11 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
     p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
     if reads_signals:
         add_max_pixels(p)
+        p.add_argument("--batch-frames", type=int, default=None, metavar="F",
+                       help="mel tokenizers: files go through the model in padded batches of at most F mel frames, "
+                            "each file's tokens equal to encoding it alone (default 8192; 0: one file at a time)")
+        p.add_argument("--batch-images", type=int, default=None, metavar="N",
+                       help="image tokenizers: up to N images of one size per batch (default 8; 0: one at a time)")
     if writes_signals:
         p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
         p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")
@@ -83,3 +88,64 @@ def run_files(pairs, fn, quiet: bool = False) -> int:
     if len(pairs) > 1:
         log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
     return 1 if failed == len(pairs) else 0
+
+
+def batch_size(args, tok) -> dict | None:
+    """The batch option of this tokenizer's modality as encode_batch's keyword, or None for one file
+    at a time; the other modality's option is refused (it would be ignored)."""
+    mine, other = ("batch_frames", "batch_images") if tok.spatial_dims == 1 else ("batch_images", "batch_frames")
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if getattr(args, other) is not None:
+        raise ValueError(f"{flag(other)} applies to {'image' if tok.spatial_dims == 1 else 'mel'} tokenizers; "
+                         f"this one is a {tok.modality} tokenizer: use {flag(mine)}")
+    n = getattr(args, mine)
+    if n is not None and n < 0:
+        raise ValueError(f"{flag(mine)} {n}: must be >= 0 (0: one file at a time)")
+    return None if n == 0 else {mine: n}
+
+
+def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead: int = 64) -> int:
+    """run_files for models that take batches: read(src) -> signal (None: the file goes alone through
+    single(src, dst)); many(signals) -> one result each, in batches; done(src, dst, result) -> line.
+    Files are read `read_ahead` at a time (memory stays bounded); a group whose batch fails is run again
+    one file at a time, so a failure names its file. Every failure is reported and counted."""
+    failed = 0
+    for g in range(0, len(pairs), read_ahead):
+        group = pairs[g: g + read_ahead]
+        results = [_attempt(lambda src=src, dst=dst: _read_one(read, single, src, dst)) for src, dst in group]
+        batch = [k for k, r in enumerate(results) if r[0] and r[1] is not None and not isinstance(r[1], str)]
+        try:
+            outs = many([results[k][1] for k in batch]) if batch else []
+        except Exception:
+            if os.environ.get("VQKIT_DEBUG"):
+                raise
+            outs = None
+        for j, k in enumerate(batch):
+            src, dst = group[k]
+            signal = results[k][1]
+            results[k] = _attempt(lambda: done(src, dst, outs[j] if outs is not None else many([signal])[0]))
+        for (src, dst), (ok, value) in zip(group, results):
+            if not ok:
+                failed += 1
+                log(_failure(src, dst, value))
+            elif not quiet:
+                log(value)
+    if len(pairs) > 1:
+        log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
+    return 1 if failed == len(pairs) else 0
+
+
+def _read_one(read, single, src: Path, dst: Path):
+    """The file's signal, or (a file that goes alone) the line of having done it already."""
+    signal = read(src)
+    return single(src, dst) if signal is None else signal
+
+
+def _attempt(fn):
+    """(True, fn()) or (False, the exception); only KeyboardInterrupt / SystemExit pass."""
+    try:
+        return True, fn()
+    except Exception as e:
+        if os.environ.get("VQKIT_DEBUG"):
+            raise
+        return False, e

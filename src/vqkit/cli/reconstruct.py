@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import add_file_parser, file_pairs, run_files
+from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files
 from .shared import load_tokenizer
 
 
@@ -25,4 +25,18 @@ def run(args) -> int:
 
     pairs = file_pairs(Path(args.input), Path(args.output), modality.input_suffixes, modality.output_suffix,
                        modality.output_keeps_name)
-    return run_files(pairs, one, args.quiet)
+    batch = batch_size(args, tok)
+    if batch is None:
+        return run_files(pairs, one, args.quiet)
+    vocoder = modality.vocoder_of(tok, args.vocoder)
+
+    def many(signals):
+        outs = tok.decode_batch(tok.encode_batch(signals, **batch), not args.draft, args.stages, **batch)
+        # cropped to the input's size, as reconstruct does
+        return [y[(..., *(slice(0, n) for n in x.shape[1:]))] for x, y in zip(signals, outs)]
+
+    def done(src: Path, dst: Path, signal) -> str:
+        return f"{src} -> " + modality.write_signal(tok, signal, dst, vocoder, args.save_mel)
+
+    return run_batched(pairs, lambda src: modality.read_signal(tok, src, args.max_pixels), many, done, one,
+                       args.quiet)

@@ -19,7 +19,7 @@ LONG_SECONDS = 120.0
 SEGMENT_SECONDS = 30.0
 
 
-def _duration(path: Path) -> float | None:
+def file_seconds(path: Path) -> float | None:
     """Seconds of audio from the file's header (None when the header does not say)."""
     try:
         import soundfile as sf
@@ -39,7 +39,7 @@ def _duration(path: Path) -> float | None:
 def mel_pieces(tok, path: Path) -> tuple[Iterator[tuple[str, torch.Tensor]] | None, str | None, str]:
     """(iterator of (label, log-mel), None, "") or (None, skip reason, detail) for one file."""
     cfg = tok.config
-    seconds = _duration(path)
+    seconds = file_seconds(path)
     if seconds is None or seconds <= LONG_SECONDS:
         from ..data.audio_corpus import load_one_clip
 

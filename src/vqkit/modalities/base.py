@@ -97,7 +97,26 @@ class Modality:
 
     def encode_file(self, tok, src: Path, max_pixels: int | None) -> tuple:
         """(tokens as numpy, a short description) of one input file."""
+        tokens = tok.encode(self.read_signal(tok, src, max_pixels)).cpu().numpy()
+        return tokens, self.token_text(tok, tokens)
+
+    def read_signal(self, tok, src: Path, max_pixels: int | None):
+        """One input file as the tokenizer's signal, whole, for batches (Tokenizer.encode_batch); None
+        for a file that goes alone through encode_file / writers (a long recording, read block by block)."""
         raise NotImplementedError
+
+    def token_text(self, tok, tokens) -> str:
+        """How `vqkit encode` describes one file's tokens (numpy)."""
+        raise NotImplementedError
+
+    def write_signal(self, tok, signal, dst: Path, vocoder, save_mel: bool) -> str:
+        """Write one decoded signal (natural units) to dst; returns what the line names. vocoder:
+        what `vocoder_of` returned."""
+        raise NotImplementedError
+
+    def vocoder_of(self, tok, vocoder: str):
+        """What write_signal needs to turn a decoded signal into a file (mels: the vocoder)."""
+        return None
 
     def writers(self, tok, refined: bool, max_pixels: int | None, vocoder: str = "auto", save_mel: bool = False,
                 stages: int | None = None):

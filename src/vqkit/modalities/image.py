@@ -89,15 +89,20 @@ class ImageModality(Modality):
     def _read(self, tok, path: Path, max_pixels):
         return load_image(path, channels=tok.config.model.image.channels, max_pixels=max_pixels)
 
-    def encode_file(self, tok, src: Path, max_pixels):
-        tokens = tok.encode(self._read(tok, src, max_pixels)).cpu().numpy()
-        return tokens, f"token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits"
+    def read_signal(self, tok, src: Path, max_pixels):
+        return self._read(tok, src, max_pixels)
+
+    def token_text(self, tok, tokens) -> str:
+        return f"token grid {list(tokens.shape)}, {tokens.size * tok.bits_per_token:.0f} bits"
+
+    def write_signal(self, tok, signal, dst: Path, vocoder, save_mel: bool) -> str:
+        save_image(dst, signal.clamp(-1, 1).cpu())
+        return str(dst)
 
     def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False,
                 stages: int | None = None):
         def write(img, dst: Path) -> str:
-            save_image(dst, img.clamp(-1, 1).cpu())
-            return str(dst)
+            return self.write_signal(tok, img, dst, None, False)
 
         return (lambda t, dst: write(tok.decode(t, refined=refined, stages=stages), dst),
                 lambda src, dst: write(tok.reconstruct(self._read(tok, src, max_pixels), refined, stages), dst))

@@ -11,6 +11,7 @@ AUDIO_METRICS = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_
                  "vocoded_pesq_wb", "vocoded_stoi", "draft_vocoded_pesq_wb", "draft_vocoded_stoi",
                  "draft_gv_ratio", "refined_gv_ratio", "draft_flux_ratio", "refined_flux_ratio",
                  "draft_ms_distance_db", "refined_ms_distance_db", "tokens_per_second", "bits_per_second")
+BATCH_SECONDS = 120.0   # longer files are not held whole for batches: they go alone, block by block
 
 
 class MelModality(Modality):
@@ -118,7 +119,30 @@ class MelModality(Modality):
         from ..models.audio_files import encode_file   # read block by block: any length in bounded memory
 
         tokens = encode_file(tok, src).cpu().numpy()   # (T'[, channels or stages])
-        return tokens, f"{tokens.size} tokens, {tokens.size / tok.tokens_per_second:.2f} s"
+        return tokens, self.token_text(tok, tokens)
+
+    def read_signal(self, tok, src: Path, max_pixels):
+        """The file's whole log-mel (as the block-by-block reader computes it); None for recordings
+        longer than BATCH_SECONDS by their header, which go alone, block by block."""
+        from ..evaluation.mel_report import file_seconds
+        from ..models.audio_files import whole_mel
+
+        seconds = file_seconds(src)
+        return None if seconds is not None and seconds > BATCH_SECONDS else whole_mel(tok, src)
+
+    def token_text(self, tok, tokens) -> str:
+        return f"{tokens.size} tokens, {tokens.size / tok.tokens_per_second:.2f} s"
+
+    def vocoder_of(self, tok, vocoder: str):
+        from ..vocoders import vocoder_for
+
+        return vocoder_for(tok.config.model.mel, prefer=vocoder)
+
+    def write_signal(self, tok, signal, dst: Path, vocoder, save_mel: bool) -> str:
+        from ..models.audio_files import write_wav
+
+        write_wav(dst, iter([signal]), vocoder, dst.with_suffix(".mel.npy") if save_mel else None)
+        return f"{dst} ({vocoder.name})"
 
     def writers(self, tok, refined: bool, max_pixels, vocoder: str = "auto", save_mel: bool = False,
                 stages: int | None = None):

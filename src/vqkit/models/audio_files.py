@@ -41,13 +41,13 @@ def mel_of_file(tok, path: str | Path, block_seconds: float = 20.0) -> Iterator[
 def encode_file(tok, path: str | Path) -> torch.Tensor:
     """Tokens of an audio file: (T',) or (T', c)."""
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        return tok.encode(_whole_mel(tok, path))
+        return tok.encode(whole_mel(tok, path))
     enc = tok.stream_encoder(LONG_WINDOW)
     return torch.cat([enc.push(m) for m in mel_of_file(tok, path)] + [enc.flush()], dim=0)
 
 
-def _whole_mel(tok, path: str | Path) -> torch.Tensor:
-    """The whole file's log-mel in memory: only for models without a finite receptive field."""
+def whole_mel(tok, path: str | Path) -> torch.Tensor:
+    """The whole file's log-mel in memory (models without a finite receptive field; batches)."""
     return torch.cat(list(mel_of_file(tok, path)), -1)
 
 
@@ -103,7 +103,7 @@ def reconstruct_file(tok, src: str | Path, dst: str | Path, vocoder, refined: bo
                      save_mel: Path | None = None, stages: int | None = None) -> float:
     """Audio file -> tokens -> audio file, streamed end to end; the output has the input's frames."""
     if not tok.bounded:   # a model that looks at the whole clip: one pass
-        return write_wav(dst, iter([tok.reconstruct(_whole_mel(tok, src), refined, stages)]), vocoder, save_mel)
+        return write_wav(dst, iter([tok.reconstruct(whole_mel(tok, src), refined, stages)]), vocoder, save_mel)
     enc = tok.stream_encoder(LONG_WINDOW)
     dec = tok.stream_decoder(refined, max(1, LONG_WINDOW // tok.downsample), stages)
 

@@ -207,6 +207,23 @@ class Tokenizer(nn.Module):
             return y[..., : x.shape[-1]]
         return y[..., : x.shape[-2], : x.shape[-1]]
 
+    def encode_batch(self, signals, batch_frames: int | None = None, batch_images: int | None = None) -> list:
+        """A list of signals of any lengths -> the list of their tokens, each equal to `encode(signal)`,
+        computed in padded batches of at most `batch_frames` mel frames (or `batch_images` images of
+        one size); models/batched.py says how the ends stay exact."""
+        from . import batched
+
+        return batched.encode_batch(self, signals, batch_frames or batched.DEFAULT_BATCH_FRAMES,
+                                    batch_images or batched.DEFAULT_BATCH_IMAGES)
+
+    def decode_batch(self, tokens, refined: bool = True, stages: int | None = None, batch_frames: int | None = None,
+                     batch_images: int | None = None) -> list:
+        """A list of token arrays -> the list of their signals, each equal to `decode(tokens, refined, stages)`."""
+        from . import batched
+
+        return batched.decode_batch(self, tokens, refined, stages, batch_frames or batched.DEFAULT_BATCH_FRAMES,
+                                    batch_images or batched.DEFAULT_BATCH_IMAGES)
+
     # ---- time: receptive field, streams, latency ----------------------------------------
     @property
     def time_context(self):

@@ -1,0 +1,190 @@
+"""Inference throughput over many files: one at a time against padded batches (models/batched.py).
+
+Mels: the held-out demo speech (real clips, 2-7 s), log-mels computed once; each way of running the
+tokenizer encodes (and, for encode+decode, decodes to the refined log-mel) every clip, interleaved
+over --repeats rounds; the table gives the median x real time (audio seconds per wall second):
+- files, a model copy per stream: the command line's path per file before this benchmark was
+  written (read block by block, encode_file + the decoder stream, each stream deep-copying the model);
+- files, one at a time: the same path now (the streams share one folded copy);
+- files, batched F: each file read whole, then Tokenizer.encode_batch / decode_batch in batches
+  of at most F frames (what `vqkit encode --batch-frames F` does);
+- in memory, one at a time / batched F: the same on log-mels computed beforehand (the model alone).
+The last column compares each way with one at a time from the same input (files or memory).
+Images: 256 px crops of the demo photographs, one at a time against batches of N of one size.
+The vocoder is not timed (bench_mel_tokenizer.py times it). Weights are random: speed only.
+
+    python benchmarks/bench_batch_inference.py
+    python benchmarks/bench_batch_inference.py --presets mqgan-refiner-21 --budgets 2048 8192
+
+Needs the demo corpora (`vqkit data demo-speech data/demo-speech`, `vqkit data demo-images
+data/demo-images`) and idle cores.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, loadavg, print_table, setup_device, start_run, write_report  # noqa: E402
+
+from vqkit.config import load_config  # noqa: E402
+from vqkit.models.tokenizer import Tokenizer  # noqa: E402
+
+# name -> (preset, overrides): the demo-size 21.5 tokens/s preset and a 2.2M-parameter one
+MEL_MODELS = {"mqgan-refiner-21": ("mqgan-refiner-21", []),
+              "mqgan-refiner-21 x2.2M": ("mqgan-refiner-21", ["model.backbone.channels=[160,224]"])}
+IMAGE_MODELS = {"vqgan": ("vqgan", [])}
+
+
+def build(preset: str, overrides: list[str]) -> Tokenizer:
+    torch.manual_seed(0)
+    return Tokenizer(load_config(preset=preset, overrides=overrides)).eval()
+
+
+def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budgets: list[int], decode: bool) -> dict:
+    from vqkit.models import streaming
+    from vqkit.models.audio_files import _frames, encode_file, whole_mel
+
+    tokens = [tok.encode(m) for m in mels]
+
+    def files_path(copy_each: bool):
+        def run():
+            for f in files:
+                if copy_each:
+                    streaming._COPIES.clear()
+                t = encode_file(tok, f)
+                if decode:
+                    if copy_each:
+                        streaming._COPIES.clear()
+                    torch.cat(list(_frames(tok, t, True, None)), -1)
+        return run
+
+    def alone():
+        for m, t in zip(mels, tokens):
+            tok.encode(m)
+            if decode:
+                tok.decode(t)
+
+    def batched(f: int, read: bool):
+        def run():
+            signals = [whole_mel(tok, p) for p in files] if read else mels
+            tok.encode_batch(signals, batch_frames=f)
+            if decode:
+                tok.decode_batch(tokens, batch_frames=f)
+        return run
+
+    ways = {"files, a model copy per stream (before)": files_path(True), "files, one at a time": files_path(False)}
+    ways.update({f"files, batched {f} frames": batched(f, True) for f in budgets})
+    ways["in memory, one at a time"] = alone
+    ways.update({f"in memory, batched {f} frames": batched(f, False) for f in budgets})
+    return ways
+
+
+def image_ways(tok: Tokenizer, images: list[torch.Tensor], sizes: list[int], decode: bool) -> dict:
+    tokens = [tok.encode(x) for x in images]
+
+    def alone():
+        for x, t in zip(images, tokens):
+            tok.encode(x)
+            if decode:
+                tok.decode(t)
+
+    def batched(n: int):
+        def run():
+            tok.encode_batch(images, batch_images=n)
+            if decode:
+                tok.decode_batch(tokens, batch_images=n)
+        return run
+
+    return {"in memory, one at a time": alone, **{f"batched {n} images": batched(n) for n in sizes}}
+
+
+def measure(ways: dict, repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each way, interleaved round by round after one warm-up call each."""
+    for fn in ways.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, fn in ways.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def demo_images(folder: Path, n: int) -> list[torch.Tensor]:
+    from vqkit.frontends.image import find_image_files, load_image
+
+    out = []
+    for p in find_image_files(folder)[:n]:
+        x = load_image(p, channels=3)
+        h, w = x.shape[-2:]
+        if min(h, w) >= 256:
+            out.append(x[:, (h - 256) // 2: (h - 256) // 2 + 256, (w - 256) // 2: (w - 256) // 2 + 256])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--presets", nargs="*", default=list(MEL_MODELS), help=f"mel models: {', '.join(MEL_MODELS)}")
+    ap.add_argument("--budgets", nargs="*", type=int, default=[1024, 2048, 8192], help="batch sizes in frames")
+    ap.add_argument("--image-batches", nargs="*", type=int, default=[4, 8])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--speech", type=Path, default=Path("data/demo-speech/heldout"))
+    ap.add_argument("--images", type=Path, default=Path("data/demo-images/train"))
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=RESULTS / "batch_inference.json")
+    args = ap.parse_args()
+    device = setup_device(args)
+    started, load_before = start_run(device)
+    t0 = time.perf_counter()
+    from vqkit.frontends.audio_io import find_audio_files
+    from vqkit.models.audio_files import whole_mel
+
+    results, rows = [], []
+    files = find_audio_files(args.speech)
+    for name in args.presets:
+        tok = build(*MEL_MODELS[name])
+        mels = [whole_mel(tok, f) for f in files]
+        seconds = sum(m.shape[-1] for m in mels) / tok.config.model.mel.frames_per_second
+        params = sum(p.numel() for p in tok.parameters()) / 1e6
+        for decode in (False, True):
+            task = "encode + decode" if decode else "encode"
+            times = measure(mel_ways(tok, files, mels, args.budgets, decode), args.repeats)
+            for way, ts in times.items():
+                med = statistics.median(ts)
+                alone = statistics.median(times[way.split(",")[0] + ", one at a time"])
+                results.append({"model": name, "params_m": params, "task": task, "way": way, "seconds_audio": seconds,
+                                "median_s": med, "times_s": ts, "x_real_time": seconds / med})
+                rows.append([name, f"{params:.2f}", task, way, f"{seconds / med:.0f}", f"{alone / med:.2f}"])
+            print_table(f"mels: {len(mels)} held-out clips, {seconds:.0f} s of speech", HEADER, rows)
+    images = demo_images(args.images, 8)
+    image_rows = []
+    for name, (preset, overrides) in IMAGE_MODELS.items():
+        tok = build(preset, overrides)
+        for decode in (False, True):
+            task = "encode + decode" if decode else "encode"
+            times = measure(image_ways(tok, images, args.image_batches, decode), args.repeats)
+            alone = statistics.median(times["in memory, one at a time"])
+            for way, ts in times.items():
+                med = statistics.median(ts)
+                results.append({"model": name, "task": task, "way": way, "images": len(images), "median_s": med,
+                                "times_s": ts, "images_per_s": len(images) / med})
+                image_rows.append([name, task, way, f"{len(images) / med:.1f}", f"{alone / med:.2f}"])
+    print_table(f"images: {len(images)} crops of 256 px", ["model", "task", "way", "images/s", "vs one at a time"],
+                image_rows)
+    write_report(args.out, "batch_inference", started, device, load_before, loadavg(), time.perf_counter() - t0,
+                 args, results=results)
+
+
+HEADER = ["model", "params M", "task", "way", "x real time", "vs one at a time"]
+
+if __name__ == "__main__":
+    main()
