@@ -101,7 +101,7 @@ def _waveforms(waveform, lengths) -> tuple[list[np.ndarray], str]:
             raise ValueError("lengths goes with a padded (B, S) waveform; a list of waveforms carries its own lengths")
         if not waveform:
             raise ValueError("no waveforms: the list is empty")
-        items = [_samples(w, f"waveform[{i}]") for i, w in enumerate(waveform)]
+        items = [_samples(w, f"waveform[{i}]", " (a list holds one array per waveform)") for i, w in enumerate(waveform)]
         for i, w in enumerate(items):
             if w.ndim != 1:
                 raise ValueError(f"waveform[{i}]: each waveform of a list is 1-D (samples,), got shape {w.shape}")
@@ -122,14 +122,14 @@ def _waveforms(waveform, lengths) -> tuple[list[np.ndarray], str]:
     return [w[i, :k] for i, k in enumerate(n)], "padded"
 
 
-def _samples(w, name: str) -> np.ndarray:
+def _samples(w, name: str, hint: str = "") -> np.ndarray:
     if isinstance(w, torch.Tensor):
         w = w.detach().cpu()
         if w.is_floating_point():
             w = w.float()
         w = w.numpy()
     elif not isinstance(w, np.ndarray):
-        raise ValueError(f"{name}: expected a torch tensor or numpy array of samples, got {type(w).__name__}")
+        raise ValueError(f"{name}: expected a torch tensor or numpy array of samples, got {type(w).__name__}{hint}")
     if w.dtype.kind != "f":
         hint = " (integer PCM: divide by its full scale, e.g. x / 32768 for 16-bit)" if w.dtype.kind in "iu" else ""
         raise ValueError(f"{name}: samples must be floats in [-1, 1], got dtype {w.dtype}{hint}")
