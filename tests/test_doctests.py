@@ -1,16 +1,18 @@
-"""The `>>>` examples in docstrings run and print what they show (each builds its own tiny
-untrained tokenizer, so they are self-contained and take seconds)."""
+"""The `>>>` examples in docstrings and in docs/python-api.md run and print what they show (each
+builds its own tiny untrained tokenizer, so they are self-contained and take seconds)."""
 from __future__ import annotations
 
 import copy
 import doctest
 import importlib
 import io
+from pathlib import Path
 
 import pytest
 
 MODULES = ["vqkit", "vqkit.models.waveforms", "vqkit.models.tokenizer"]
-FLAGS = doctest.NORMALIZE_WHITESPACE
+PAGES = [Path(__file__).parents[1] / "docs" / "python-api.md"]
+FLAGS = doctest.NORMALIZE_WHITESPACE   # long lines (messages) may wrap
 
 
 def run(test: doctest.DocTest) -> tuple[doctest.TestResults, str]:
@@ -33,6 +35,15 @@ def test_docstring_examples_run_and_print_what_they_show(name):
         result, report = run(test)
         assert result.failed == 0, f"{test.name}:\n{report}"
         assert result.attempted == len(test.examples)
+
+
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_the_examples_of_a_docs_page_run_and_print_what_they_show(page):
+    test = doctest.DocTestParser().get_doctest(page.read_text(), {}, page.name, str(page), 0)
+    assert len(test.examples) > 10
+    result, report = run(test)
+    assert result.failed == 0, f"{page}:\n{report}"
 
 
 def test_an_example_showing_a_wrong_output_fails():
