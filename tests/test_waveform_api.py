@@ -57,10 +57,12 @@ def cli_tokens(tmp_path, ckpt, audio: np.ndarray, rate: int, name: str = "a") ->
 
 # ---- the tokens of the command line ------------------------------------------------------------
 
-@pytest.mark.parametrize("kind", ["plain", "rfsq"])
-def test_tokens_of_a_waveform_are_those_of_vqkit_encode_on_its_wav(toks, tmp_path, kind):
+@pytest.mark.parametrize("kind, seconds", [("plain", 2.3), ("rfsq", 2.3), ("plain", 25.0)])
+def test_tokens_of_a_waveform_are_those_of_vqkit_encode_on_its_wav(toks, tmp_path, kind, seconds):
+    """25 s: the command line reads 20 s blocks and encodes windows of 2048 frames (23.8 s); one
+    waveform is one mel and one encode: the same tokens."""
     tok, ckpt = toks[kind]
-    audio = speechlike(2.3)
+    audio = speechlike(seconds)
     expected = cli_tokens(tmp_path, ckpt, audio, SR)
     tokens = tok.encode_audio(audio, SR)
     assert tokens.dtype == torch.int64 and tokens.shape == expected.shape
