@@ -205,6 +205,8 @@ ENCODE_CASES = {
     "a length too long": ((np.stack([W, W]), SR, [W.size, W.size + 1]),
                           "lengths[1]=11026 is outside 1..11025: the waveform batch has 11025 samples per row"),
     "a zero length": ((np.stack([W, W]), SR, torch.tensor([0, 5])), "lengths[0]=0 is outside 1..11025"),
+    "an empty batch": ((np.zeros((0, 100), np.float32), SR, []), "no waveform: the batch has 0 rows"),
+    "rate as np.float32": ((W[:300], np.float32(22050)), "300 samples at 22050 Hz"),   # accepted: too short
     "float lengths": ((np.stack([W, W]), SR, np.array([5.0, 6.0])), "lengths must be whole numbers of samples"),
     "integer pcm": (((W * 32767).astype(np.int16), SR), "waveform: samples must be floats in [-1, 1], got dtype "
                                                         "int16 (integer PCM: divide by its full scale"),
@@ -240,6 +242,7 @@ def test_bad_tokens_are_refused_naming_the_problem(toks):
         (tok, ([t, t.float()],), {}, "tokens[1]: token ids must be integers"),
         (tok, ([t.unsqueeze(0)],), {}, "tokens[0]: each item of a list is (T'), got shape (1, 22)"),
         (tok, ([],), {}, "no tokens: the list is empty"),
+        (tok, (torch.zeros(0, 4, dtype=torch.long), []), {}, "no tokens: the batch has 0 rows"),
         (tok, (torch.zeros(0, dtype=torch.long),), {}, "tokens is empty (0 positions)"),
         (tok, (t.tolist(),), {}, "tokens[0]: expected a torch tensor or numpy array of token ids, got int"),
         (rfsq, (torch.zeros(5, 3, dtype=torch.long),), {}, "tokens: this tokenizer has 2 tokens per position "

@@ -87,7 +87,9 @@ def _mel(tok, w: np.ndarray, rate: int, name: str) -> torch.Tensor:
     w = resample(w, rate, mel_rate)
     fe = tok.frontend
     if w.size <= fe.edge_pad:
-        at = f"{w.size} samples at {mel_rate} Hz" + (f" (resampled from {given} at {rate} Hz)" if rate != mel_rate else "")
+        at = f"{w.size} samples at {mel_rate} Hz"
+        if rate != mel_rate:
+            at += f" (resampled from {given} at {rate} Hz)"
         raise ValueError(f"{name} is too short for one STFT window: {at}; this tokenizer's mel frontend "
                          f"needs more than {fe.edge_pad} samples at {mel_rate} Hz (n_fft={fe.cfg.n_fft})")
     w = np.clip(w, -1.0, 1.0)   # as the file path does (audio_stream.audio_blocks)
@@ -101,7 +103,8 @@ def _waveforms(waveform, lengths) -> tuple[list[np.ndarray], str]:
             raise ValueError("lengths goes with a padded (B, S) waveform; a list of waveforms carries its own lengths")
         if not waveform:
             raise ValueError("no waveforms: the list is empty")
-        items = [_samples(w, f"waveform[{i}]", " (a list holds one array per waveform)") for i, w in enumerate(waveform)]
+        hint = " (a list holds one array per waveform)"
+        items = [_samples(w, f"waveform[{i}]", hint) for i, w in enumerate(waveform)]
         for i, w in enumerate(items):
             if w.ndim != 1:
                 raise ValueError(f"waveform[{i}]: each waveform of a list is 1-D (samples,), got shape {w.shape}")
@@ -109,7 +112,8 @@ def _waveforms(waveform, lengths) -> tuple[list[np.ndarray], str]:
     w = _samples(waveform, "waveform")
     if w.ndim == 1:
         if lengths is not None:
-            raise ValueError("lengths goes with a padded (B, S) waveform; a 1-D waveform is one clip of all its samples")
+            raise ValueError("lengths goes with a padded (B, S) waveform; a 1-D waveform is one clip of all its "
+                             "samples")
         return [w], "one"
     if w.ndim != 2:
         raise ValueError(f"waveform: expected (samples,), a list of those, or a padded (B, samples) batch with "
@@ -137,7 +141,7 @@ def _samples(w, name: str, hint: str = "") -> np.ndarray:
 
 
 def _sample_rate(sample_rate) -> int:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float)) or \
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.integer, np.floating)) or \
             sample_rate <= 0 or int(sample_rate) != sample_rate:
         raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate!r}")
     return int(sample_rate)
@@ -167,7 +171,8 @@ def decode_audio(tok, tokens, lengths=None, *, vocoder: str | Vocoder = "auto", 
     return _pad(audio, 0.0), torch.tensor([a.shape[-1] for a in audio], dtype=torch.int64), voc.sample_rate
 
 
-def _decode_tokens(tok, tokens: list[torch.Tensor], refined: bool = True, stages: int | None = None) -> list[torch.Tensor]:
+def _decode_tokens(tok, tokens: list[torch.Tensor], refined: bool = True,
+                   stages: int | None = None) -> list[torch.Tensor]:
     """Tokens (T'_i[, c]) -> log-mels (n_mels, T'_i x downsample), each as Tokenizer.decode gives it
     alone: the one place a batched decoder goes."""
     return [tok.decode(t, refined, stages) for t in tokens]
@@ -175,19 +180,21 @@ def _decode_tokens(tok, tokens: list[torch.Tensor], refined: bool = True, stages
 
 def _token_items(tok, tokens, lengths) -> tuple[list[torch.Tensor], str]:
     dims = tok.token_dims
-    shape = "(T'" + (f", {tok.tokens_per_position})" if tok.tokens_per_position > 1 else ")")
+    rest = f", {tok.tokens_per_position})" if tok.tokens_per_position > 1 else ")"   # the shape after T'
+    shape = "(T'" + rest
     if isinstance(tokens, (list, tuple)):
         if lengths is not None:
-            raise ValueError("lengths goes with padded (B, T'max) tokens; a list of token arrays carries its own lengths")
+            raise ValueError("lengths goes with padded (B, T'max) tokens; a list of token arrays carries its own "
+                             "lengths")
         if not tokens:
             raise ValueError("no tokens: the list is empty")
-        items = [_ids(tok, t, f"tokens[{i}]") for i, t in enumerate(tokens)]
+        items = [_ids(t, f"tokens[{i}]") for i, t in enumerate(tokens)]
         for i, t in enumerate(items):
             if t.dim() != dims:
                 raise ValueError(f"tokens[{i}]: each item of a list is {shape}, got shape {tuple(t.shape)}")
         form = "list"
     else:
-        t = _ids(tok, tokens, "tokens")
+        t = _ids(tokens, "tokens")
         if t.dim() == dims:
             if lengths is not None:
                 raise ValueError(f"lengths goes with padded (B, T'max) tokens; tokens {shape} are one clip")
@@ -195,12 +202,12 @@ def _token_items(tok, tokens, lengths) -> tuple[list[torch.Tensor], str]:
         elif t.dim() == dims + 1:
             if lengths is None:
                 raise ValueError(f"tokens of shape {tuple(t.shape)} are read as a padded batch (B, T'max"
-                                 f"{shape[3:]} and need lengths= (the token positions of each row); pass a list "
+                                 f"{rest} and need lengths= (the token positions of each row); pass a list "
                                  "for items of their own lengths")
             n = _lengths(lengths, t.shape[0], t.shape[1], "tokens", "positions")
             items, form = [t[i, :k] for i, k in enumerate(n)], "padded"
         else:
-            raise ValueError(f"tokens: expected {shape}, a list of those, or padded (B, T'max{shape[3:]} with "
+            raise ValueError(f"tokens: expected {shape}, a list of those, or padded (B, T'max{rest} with "
                              f"lengths; got shape {tuple(t.shape)}")
     c, k = tok.tokens_per_position, tok.codebook_size
     for i, t in enumerate(items):
@@ -208,7 +215,8 @@ def _token_items(tok, tokens, lengths) -> tuple[list[torch.Tensor], str]:
         if t.shape[0] == 0:
             raise ValueError(f"{name} is empty (0 positions)")
         if c > 1 and t.shape[-1] != c:
-            raise ValueError(f"{name}: this tokenizer has {c} tokens per position (last axis), got shape {tuple(t.shape)}")
+            raise ValueError(f"{name}: this tokenizer has {c} tokens per position (last axis), got shape "
+                             f"{tuple(t.shape)}")
         lo, hi = int(t.min()), int(t.max())
         if lo < 0 or hi >= k:
             pad = " (padding past lengths is ignored: is a length too long?)" if form == "padded" else ""
@@ -216,7 +224,7 @@ def _token_items(tok, tokens, lengths) -> tuple[list[torch.Tensor], str]:
     return items, form
 
 
-def _ids(tok, t, name: str) -> torch.Tensor:
+def _ids(t, name: str) -> torch.Tensor:
     if isinstance(t, np.ndarray):
         t = torch.from_numpy(t)
     if not isinstance(t, torch.Tensor):
@@ -258,10 +266,13 @@ def _lengths(lengths, batch: int, longest: int, what: str, unit: str) -> list[in
         lengths = lengths.detach().cpu().numpy()
     elif not isinstance(lengths, (np.ndarray, Sequence)):
         raise ValueError(f"lengths: expected a sequence of {batch} integers, got {type(lengths).__name__}")
+    if batch == 0:
+        raise ValueError(f"no {what}: the batch has 0 rows")
     arr = np.asarray(lengths)
     if arr.ndim != 1 or arr.shape[0] != batch:
+        got = arr.shape[0] if arr.ndim == 1 else f"shape {arr.shape}"
         raise ValueError(f"lengths: expected {batch} lengths, one per row of the {what} batch of shape "
-                         f"({batch}, {longest}, ...), got {arr.shape[0] if arr.ndim == 1 else 'shape ' + str(arr.shape)}")
+                         f"({batch}, {longest}, ...), got {got}")
     if arr.dtype.kind not in "iu":
         raise ValueError(f"lengths must be whole numbers of {unit}, got dtype {arr.dtype}")
     for i, n in enumerate(arr.tolist()):
