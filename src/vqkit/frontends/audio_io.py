@@ -107,6 +107,16 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         raise AudioError(f"{path}: cannot decode audio, corrupt or not an audio file ({detail})") from None
 
 
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Mono float32 (samples,) from `orig_sr` to `target_sr` Hz with soxr (high quality): the
+    resampler of load_audio (and, run as a stream, of audio_stream.audio_blocks)."""
+    if orig_sr == target_sr:
+        return audio
+    import librosa
+
+    return librosa.resample(audio, orig_sr=orig_sr, target_sr=target_sr, res_type="soxr_hq")
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Decode `path` to float32 mono at `sample_rate`, with values in [-1, 1].
 
@@ -126,9 +136,7 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"{path}: {bad} non-finite samples (NaN or Inf)", reason="non-finite")
     audio = data.mean(axis=0, dtype=np.float64).astype(np.float32) if data.shape[0] > 1 else data[0]
     if rate != sample_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type="soxr_hq")
+        audio = resample(audio, rate, sample_rate)
         if audio.size == 0:
             raise AudioError(f"{path}: too short to resample from {rate} to {sample_rate} Hz", reason="empty")
     peak = float(np.abs(audio).max())

@@ -224,6 +224,40 @@ class Tokenizer(nn.Module):
         return batched.decode_batch(self, tokens, refined, stages, batch_frames or batched.DEFAULT_BATCH_FRAMES,
                                     batch_images or batched.DEFAULT_BATCH_IMAGES)
 
+    # ---- audio in, audio out (models/waveforms.py) ----------------------------------------
+    def encode_audio(self, waveform, sample_rate: int, lengths=None):
+        """Mel tokenizers: waveform(s) in [-1, 1] at `sample_rate` Hz (resampled to the model's) ->
+        tokens, as `vqkit encode` gives for the same audio in a WAV. (S,) -> (T'[, c]); a list -> a
+        list; padded (B, S) + lengths (B,) -> (tokens (B, T'max[, c]) padded with -1, token lengths).
+
+        >>> import torch, vqkit
+        >>> tok = vqkit.Tokenizer(vqkit.load_config(preset="mqgan-refiner", overrides=[
+        ...     "model.backbone.channels=[16]", "model.refiner.base_channels=4", "model.refiner.channel_mults=[1]"]))
+        >>> tok.encode_audio(torch.zeros(22050), 22050).shape          # 1 s at 22.05 kHz: 86 frames
+        torch.Size([86])
+        >>> [t.shape[0] for t in tok.encode_audio([torch.zeros(16000), torch.zeros(8000)], 16000)]
+        [86, 43]
+        """
+        from .waveforms import encode_audio
+
+        return encode_audio(self, waveform, sample_rate, lengths)
+
+    def decode_audio(self, tokens, lengths=None, *, vocoder="auto", refined: bool = True, stages: int | None = None):
+        """Mel tokenizers: tokens -> (waveform (S,), sample_rate) through a vocoder ("auto", "hifigan",
+        "griffin-lim" as --vocoder, or a Vocoder); a list -> (list, sample_rate); padded tokens + token
+        lengths -> (audio (B, Smax), lengths (B,), sample_rate). stages=k as in `decode`.
+
+        >>> import torch, vqkit
+        >>> tok = vqkit.Tokenizer(vqkit.load_config(preset="mqgan-refiner", overrides=[
+        ...     "model.backbone.channels=[16]", "model.refiner.base_channels=4", "model.refiner.channel_mults=[1]"]))
+        >>> audio, sr = tok.decode_audio(torch.zeros(10, dtype=torch.long), vocoder="griffin-lim")
+        >>> audio.shape, audio.dtype, sr                               # 10 frames x hop 256
+        (torch.Size([2560]), torch.float32, 22050)
+        """
+        from .waveforms import decode_audio
+
+        return decode_audio(self, tokens, lengths, vocoder=vocoder, refined=refined, stages=stages)
+
     # ---- time: receptive field, streams, latency ----------------------------------------
     @property
     def time_context(self):
