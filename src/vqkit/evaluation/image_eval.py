@@ -21,8 +21,11 @@ def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tens
     return x[..., top: top + th, left: left + tw]
 
 
+BATCH = 8   # held-out centre crops of one size per forward pass
+
+
 class ImageAccumulator:
-    """Adds images one at a time; memory stays bounded. Optional extras: `lpips` (a module taking two
+    """Adds images (compute in batches, then add_computed one by one; or add); memory stays bounded. Optional extras: `lpips` (a module taking two
     image batches in [-1, 1]) and `fid` = (inception network, FeatureStats real, FeatureStats recon)."""
 
     def __init__(self, model, crop: int | None = None, lpips=None, inception=None):
@@ -41,17 +44,34 @@ class ImageAccumulator:
     def _add(self, key: str, value: float) -> None:
         self.sums[key] = self.sums.get(key, 0.0) + value
 
-    @torch.no_grad()
     def add(self, img: torch.Tensor) -> dict:
-        from .image_metrics import psnr, ssim
+        return self.add_computed(self.compute([img])[0])
+
+    @torch.no_grad()
+    def compute(self, imgs: list[torch.Tensor]) -> list[dict]:
+        """The model's outputs for images, centre crops of one size batched together (BATCH at most);
+        nothing is counted until add_computed."""
+        from ..models.batched import same_size
 
         model = self.model
-        x = _center_crop(img.float(), self.crop, model.downsample).unsqueeze(0).to(model.norm_mean.device)
-        out = model(model.pad_to_multiple(x))
+        xs = [_center_crop(img.float(), self.crop, model.downsample).to(model.norm_mean.device) for img in imgs]
+
+        def run(xb: torch.Tensor):
+            out = model(model.pad_to_multiple(xb))
+            return out.draft, out.refined, out.indices
+
+        outs = same_size(xs, BATCH, run)
+        return [{"x": x, "draft": d, "refined": r, "indices": i} for x, (d, r, i) in zip(xs, outs)]
+
+    def add_computed(self, r: dict) -> dict:
+        """Count one image's computed outputs (from compute); returns its example."""
+        from .image_metrics import psnr, ssim
+
+        model, x = self.model, r["x"][None]
         h, w = x.shape[-2:]
-        outputs = {"draft": out.draft}
-        if out.refined is not None:
-            outputs["refined"] = out.refined
+        outputs = {"draft": r["draft"][None]}
+        if r["refined"] is not None:
+            outputs["refined"] = r["refined"][None]
         for name, y in outputs.items():
             y = model.denormalize(y)[..., :h, :w].clamp(-1, 1)
             outputs[name] = y[0].cpu()
@@ -65,8 +85,9 @@ class ImageAccumulator:
         if self.fid_stats is not None:
             self.fid_stats[0].update(self.inception(x).double().cpu().numpy())
             self.fid_stats[1].update(self.inception(final).double().cpu().numpy())
-        self.code_counts += torch.bincount(out.indices.reshape(-1).cpu(), minlength=model.codebook_size)
-        self.grids.add(tuple(out.indices.shape[1:]))
+        indices = r["indices"]
+        self.code_counts += torch.bincount(indices.reshape(-1).cpu(), minlength=model.codebook_size)
+        self.grids.add(tuple(indices.shape))
         self.pixels += h * w
         self.n += 1
         return {"original": x[0].cpu(), **outputs}

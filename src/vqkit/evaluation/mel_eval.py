@@ -14,8 +14,8 @@ from .plots import save_spectrograms, spectrogram_figure
 
 
 class MelAccumulator:
-    """Adds clips one at a time; memory stays bounded (sums and a (K,) code histogram). Clips of any
-    length: long ones are encoded and decoded window by window (Tokenizer.encode / decode)."""
+    """Adds clips (compute in batches, then add_computed one by one; or add); memory stays bounded
+    (sums and a (K,) code histogram). Clips of any length: long ones go window by window."""
 
     def __init__(self, model, max_frames: int | None = None):
         self.model, self.max_frames = model, max_frames
@@ -25,16 +25,29 @@ class MelAccumulator:
         self.clips = 0
         self.code_counts = torch.zeros(model.codebook_size, dtype=torch.long)
 
-    @torch.no_grad()
     def add(self, mel: torch.Tensor) -> dict:
         """Evaluate one log-mel (n_mels, T); returns the example (numpy log-mels) for pictures/audio."""
+        return self.add_computed(self.compute([mel])[0])
+
+    @torch.no_grad()
+    def compute(self, mels: list[torch.Tensor]) -> list[dict]:
+        """The model's outputs for log-mels (n_mels, T_i), in padded batches (Tokenizer.encode_batch,
+        each clip's result equal to running it alone); nothing is counted until add_computed."""
         model = self.model
-        x = (mel[:, : self.max_frames] if self.max_frames else mel).to(model.norm_mean.device).float()
-        n = x.shape[-1]
-        tokens = model.encode(x)
-        outputs = {"draft": model.decode(tokens, refined=False)[:, :n]}
+        xs = [(m[:, : self.max_frames] if self.max_frames else m).to(model.norm_mean.device).float() for m in mels]
+        tokens = model.encode_batch(xs)
+        outputs = {"draft": model.decode_batch(tokens, refined=False)}
         if model.refiner is not None:
-            outputs["refined"] = model.decode(tokens)[:, :n]
+            outputs["refined"] = model.decode_batch(tokens)
+        n = [x.shape[-1] for x in xs]
+        return [{"x": x, "tokens": t, **{k: v[i][:, : n[i]] for k, v in outputs.items()}}
+                for i, (x, t) in enumerate(zip(xs, tokens))]
+
+    def add_computed(self, r: dict) -> dict:
+        """Count one clip's computed outputs (from compute); returns its example."""
+        model, x, tokens = self.model, r["x"], r["tokens"]
+        n = x.shape[-1]
+        outputs = {k: r[k] for k in ("draft", "refined") if k in r}
         original = x.cpu().numpy()
         for name, y in outputs.items():
             self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - x).pow(2).mean(0).sum())
@@ -63,7 +76,7 @@ def evaluate_mels(model, mels: list[torch.Tensor], max_frames: int | None = None
     """Run `model` (a Tokenizer, eval mode) over log-mels (n_mels, T). Returns (metrics, examples);
     each example holds numpy log-mels 'original', 'draft' and, with a refiner, 'refined'."""
     acc = MelAccumulator(model, max_frames)
-    examples = [acc.add(m) for m in mels]
+    examples = [acc.add_computed(r) for r in acc.compute(list(mels))]
     return acc.result(), examples
 
 

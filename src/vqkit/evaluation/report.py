@@ -10,12 +10,15 @@
             clipNN_draft.wav (the decoder draft, with a refiner); long files scored in segments
     images: reconstructions.png (originals / drafts / refined rows), exampleNN.png
 
-Files are read one at a time: memory stays bounded whatever the folder size. Nothing here is
-random, so the same checkpoint and data give the same numbers.
+Files are read GROUP_FILES at a time and run through the model together (padded batches, each
+file's outputs equal to running it alone, models/batched.py); long files go alone, segment by
+segment: memory stays bounded whatever the folder size. Nothing here is random, so the same
+checkpoint and data give the same numbers.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -28,6 +31,8 @@ from ..version import __version__
 from ..io.files import WriteError, atomic_write
 from ..io.paths import check_output_folder, output_folder, refuse_overlap
 from ..io.weights import resolve_checkpoint_dir
+
+GROUP_FILES = 16   # files whose outputs are computed in one batched call
 
 
 def _run_dir(checkpoint: Path) -> Path | None:
@@ -71,24 +76,55 @@ def evaluate_folder(tok, modality, folder: str | Path, out_dir: str | Path, n_ex
         load = modality.pieces(tok, max_pixels)
         acc, writer = modality.report_parts(tok, out_dir, crop=crop, lpips=lpips, inception=inception,
                                             vocoder=vocoder, max_vocoded=max_vocoded)
-        used, skipped, scored = [], {}, 0
+        used, skipped = [], {}
+        scored = 0
+
+        def skip(reason: str, detail: str) -> None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            log(f"skipping ({reason}) {detail}")
+
+        def score(path: Path, rel: str, pieces, computed=None) -> None:
+            """Count a file's pieces (computed: its one piece's outputs, from a batch); a failure skips the
+            file. The report folder failing is not this file's: it stops the evaluation."""
+            nonlocal scored
+            try:
+                for label, x in pieces:
+                    example = acc.add_computed(computed if computed is not None else acc.compute([x])[0])
+                    writer.add(scored, rel + label, path, example, keep=scored < n_examples, whole=not label)
+                    scored += 1
+            except WriteError:
+                raise
+            except Exception as e:   # this file only (e.g. MemoryError on a huge one): skip, count and name it
+                return skip("failed", f"{path}: {type(e).__name__}: {e}")
+            used.append(rel)
+
+        def flush(group: list) -> None:
+            """Files of one piece each, their outputs computed in one batched call (file by file if it fails)."""
+            try:
+                computed = acc.compute([x for _, _, (_, x) in group])
+            except Exception:
+                computed = [None] * len(group)
+            for (path, rel, piece), c in zip(group, computed):
+                score(path, rel, [piece], c)
+            group.clear()
+
+        group: list = []
         for path in tqdm(files, desc="eval", disable=not progress, dynamic_ncols=True):
             pieces, reason, detail = load(path)
             rel = path.relative_to(folder).as_posix()
-            try:
-                for label, x in pieces or ():
-                    example = acc.add(x)
-                    writer.add(scored, rel + label, path, example, keep=scored < n_examples, whole=not label)
-                    scored += 1
-            except WriteError:   # the report folder, not this file: every file would fail
-                raise
-            except Exception as e:   # this file only (e.g. MemoryError on a huge one): skip, count and name it
-                pieces, reason, detail = None, "failed", f"{path}: {type(e).__name__}: {e}"
             if pieces is None:
-                skipped[reason] = skipped.get(reason, 0) + 1
-                log(f"skipping ({reason}) {detail}")
+                flush(group)
+                skip(reason, detail)
                 continue
-            used.append(rel)
+            first, second = next(pieces, None), next(pieces, None)
+            if first is not None and second is None:   # one piece (most files): it joins a batch
+                group.append((path, rel, first))
+                if len(group) >= GROUP_FILES:
+                    flush(group)
+                continue
+            flush(group)   # a long file in segments goes alone, in order
+            score(path, rel, itertools.chain([p for p in (first, second) if p is not None], pieces))
+        flush(group)
         if not used:
             raise ValueError(f"{folder}: none of {len(files)} files is usable ({skipped})")
         metrics = {**acc.result(), **writer.result()}

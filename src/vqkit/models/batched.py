@@ -126,7 +126,7 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
         return []
     model = inference_copy(tok)
     if tok.spatial_dims == 2:
-        return _same_size(checked, batch_images, model._encode_clip)
+        return same_size(checked, batch_images, model._encode_clip)
     if not tok.bounded or any(tok._long(x.shape[-1]) for x in checked):
         return [tok.encode(x) for x in checked]   # whole-clip models and very long clips go alone
     ctx, d = tok.time_context, tok.downsample
@@ -158,7 +158,7 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     model = inference_copy(tok)
     use_refiner = refined and model.refiner is not None
     if tok.spatial_dims == 2:
-        return _same_size([t.long() for t in tokens], batch_images, lambda t: model._decode_clip(t, use_refiner, stages))
+        return same_size([t.long() for t in tokens], batch_images, lambda t: model._decode_clip(t, use_refiner, stages))
     if not tok.bounded or any(tok._long(t.shape[0] * tok.downsample) for t in tokens):
         return [tok.decode(t, refined, stages) for t in tokens]
     ctx, d = tok.time_context, tok.downsample
@@ -168,10 +168,10 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
                        [_time_last(tok, t.long()) for t in tokens], field, 0, max(1, batch_frames // d))
 
 
-def _same_size(items: list[torch.Tensor], per: int, fn) -> list[torch.Tensor]:
-    """Images (or image token grids): items of one shape stacked, `per` at most in a batch; each
-    result is fn of the item alone."""
-    out: list[torch.Tensor | None] = [None] * len(items)
+def same_size(items: list[torch.Tensor], per: int, fn) -> list:
+    """Items of one shape stacked, `per` at most in a batch (images, image token grids); each result
+    is fn's output row for that item (fn may return a tuple of tensors, or of None)."""
+    out: list = [None] * len(items)
     groups: dict[tuple, list[int]] = {}
     for i, x in enumerate(items):
         groups.setdefault(tuple(x.shape), []).append(i)
@@ -180,5 +180,5 @@ def _same_size(items: list[torch.Tensor], per: int, fn) -> list[torch.Tensor]:
             part = idx[j: j + per]
             y = fn(torch.stack([items[i] for i in part]))
             for row, i in enumerate(part):
-                out[i] = y[row]
+                out[i] = (tuple(None if v is None else v[row] for v in y) if isinstance(y, tuple) else y[row])
     return out
