@@ -109,8 +109,10 @@ def prior_and_tokenizer(args):
     from ..priors.prior import TokenPrior
 
     prior = TokenPrior.from_pretrained(args.prior)
+    from ..io.hub import is_repo_id
+
     path = args.tokenizer or prior.meta.get("tokenizer_path")
-    if not path or not Path(path).exists():
+    if not path or not (Path(path).exists() or (args.tokenizer and is_repo_id(path))):   # --tokenizer may name a hub repo
         raise FileNotFoundError(f"{args.prior}: its tokenizer {path!r} is not there; pass --tokenizer CKPT")
     tok = load_tokenizer(path)
     if tok.tokenizer_id != prior.meta["tokenizer_id"]:
