@@ -204,31 +204,42 @@ def test_the_staged_folder_loads_and_its_card_says_what_the_model_is(tmp_path, c
     assert unlicensed["license"] == "other"
 
 
+IMAGE_RUN = ["--preset", "movq", "--no-progress", "model.backbone.channels=[16,32]", "model.backbone.spatial_norm_blocks=2",
+             "discriminator.patch_channels=[16,16]", "data.image_size=32", "train.batch_size=2", "train.steps=4",
+             "train.save_every=2", "train.eval_every=4", "loss.gan_start_step=2"]
+
+
 def test_the_card_quotes_the_runs_eval_report_and_the_corpus_licence(tmp_path, capsys):
-    ckpt = save_tiny_tokenizer(tmp_path / "run", image=True)
-    (tmp_path / "run" / "metrics.jsonl").write_text(json.dumps({"step": 7, "split": "train", "loss": 1.0}) + "\n")
-    data = tmp_path / "images" / "heldout"
-    data.mkdir(parents=True)
+    """A real (tiny) training run and `vqkit eval` of it: the card of its latest checkpoint quotes the
+    report and the licences the corpus manifest states; the card of an earlier checkpoint does not
+    quote a report of other weights."""
+    corpus = tmp_path / "images"
     g = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / f"p{i}.png")
-    (data.parent / "manifest.json").write_text(json.dumps(   # what the demo image set records per photograph
+    for split, n in (("train", 3), ("heldout", 2)):
+        (corpus / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(g.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(corpus / split / f"p{i}.png")
+    (corpus / "manifest.json").write_text(json.dumps(   # what the demo image set records per photograph
         {"source": "scikit-image 0.25", "images": {"heldout/p0.png": {"licence": "CC0"},
                                                    "heldout/p1.png": {"licence": "public domain"}}}))
-    assert main(["eval", str(ckpt), "--data", str(data), "--crop", "0", "--no-progress"]) == 0   # writes run/report
-    record = json.loads((ckpt / "report" / "metrics.json").read_text())
-    tok = Tokenizer.from_pretrained(ckpt)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(corpus / "train"), "--valid-data", str(corpus / "heldout"),
+                 "--out", str(run), *IMAGE_RUN]) == 0
+    assert main(["eval", str(run), "--data", str(corpus / "heldout"), "--crop", "0", "--no-progress"]) == 0
+    record = json.loads((run / "report" / "metrics.json").read_text())
+    tok = Tokenizer.from_pretrained(run)
     card = tokenizer_card(tok, "org/img", source=tok._loaded_from)
-    assert "image" in front_matter(card)["tags"]
-    assert "downsample" in card and f"token grid {list(tok.token_grid(256, 256))}" in card
-    assert "| trained steps | 7 |" in card
-    assert f"`vqkit eval` on 2 held-out files ({data}" in card
+    assert tok._loaded_from == run / "checkpoints" / "step_00000004"
+    assert "image" in front_matter(card)["tags"] and "vq" in front_matter(card)["tags"]
+    assert f"token grid {list(tok.token_grid(256, 256))}" in card and "| trained steps | 4 |" in card
+    assert f"`vqkit eval` on 2 held-out files ({corpus / 'heldout'}, file list sha256 " in card
     assert f"| draft_psnr | {record['metrics']['draft_psnr']:.4g} |" in card
-    assert "scikit-image 0.25, CC0; public domain" in card
-    other = save_tiny_tokenizer(tmp_path / "other", image=True, seed=1)   # a report of other weights is not quoted
-    (other / "report").mkdir()
-    (other / "report" / "metrics.json").write_text((ckpt / "report" / "metrics.json").read_text())
-    assert "Held-out metrics" not in tokenizer_card(Tokenizer.from_pretrained(other), "org/img", source=other)
+    assert f"| bits_per_image | {int(record['metrics']['bits_per_image'])} |" in card
+    assert f"({corpus}/manifest.json) states its source and licence: scikit-image 0.25, CC0; public domain." in card
+    assert tokenizer_card(tok, "org/img", source=run) == card   # the run folder: its latest checkpoint
+    earlier = run / "checkpoints" / "step_00000002"
+    card2 = tokenizer_card(Tokenizer.from_pretrained(earlier), "org/img", source=earlier)
+    assert "| trained steps | 2 |" in card2 and "Held-out metrics" not in card2
 
 
 class RecordingApi:

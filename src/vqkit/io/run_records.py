@@ -1,5 +1,5 @@
-"""What a training run recorded about a checkpoint, for its model card: the steps trained
-(metrics.jsonl), the held-out metrics of `vqkit eval` (report/metrics.json) and the data it was
+"""What a training run recorded about a checkpoint, for its model card and `vqkit info`: the steps
+trained (train_state.json), held-out records (metrics.jsonl), the held-out metrics of `vqkit eval` (report/metrics.json) and the data it was
 evaluated on, with the licence a demo corpus states in its manifest.json. Only what the files say:
 a missing or unreadable record is left out, never guessed. Ground floor."""
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 from .files import TooLargeError, read_limited
 
 
-def _json(path: Path, what: str):
+def _json(path: Path, what: str, limit: int = 2**24):
     try:
-        return json.loads(read_limited(path, 2**24, what))
+        return json.loads(read_limited(path, limit, what))
     except (OSError, ValueError, TooLargeError):
         return None
 
@@ -25,6 +25,16 @@ def _around(checkpoint: Path) -> list[Path]:
 def run_dir(checkpoint: Path) -> Path | None:
     """The training run (the folder with metrics.jsonl) a checkpoint folder belongs to, if any."""
     return next((d for d in _around(checkpoint) if (d / "metrics.jsonl").is_file()), None)
+
+
+def checkpoint_of(source: str | Path) -> Path:
+    """The checkpoint folder of a checkpoint or run folder (a run's latest), or `source` itself."""
+    from .weights import resolve_checkpoint_dir
+
+    try:
+        return resolve_checkpoint_dir(Path(source))
+    except (OSError, ValueError):
+        return Path(source)
 
 
 def _records(run: Path) -> list[dict]:
@@ -44,14 +54,22 @@ def _records(run: Path) -> list[dict]:
     return out
 
 
-def trained_steps(run: Path) -> int | None:
-    """The last step metrics.jsonl logged."""
-    return max((r["step"] for r in _records(run)), default=None)
+def checkpoint_step(checkpoint: Path) -> int | None:
+    """The step a training checkpoint was saved at (its train_state.json); None for a checkpoint
+    without one (save_pretrained's, or the export of another tool)."""
+    state = _json(checkpoint / "train_state.json", "training state file", 2**26)
+    if not isinstance(state, dict):
+        return None
+    for entry in state.get("__dict__", []):
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] == ["str", "step"]:
+            return entry[1]
+    return None
 
 
-def last_record(run: Path, split: str) -> dict | None:
-    """The last record of one split (e.g. "heldout") in metrics.jsonl."""
-    found = [r for r in _records(run) if r.get("split") == split]
+def last_record(run: Path, split: str, at_most: int | None = None) -> dict | None:
+    """The last record of one split (e.g. "heldout") in metrics.jsonl, up to step `at_most` (the
+    checkpoint's: later records are of later weights)."""
+    found = [r for r in _records(run) if r.get("split") == split and (at_most is None or r["step"] <= at_most)]
     return max(found, key=lambda r: r["step"]) if found else None
 
 

@@ -7,18 +7,18 @@ import math
 from pathlib import Path
 
 from ..io.hub import push, render_card, stage, table
-from ..io.run_records import corpus_licence, eval_report, run_dir, trained_steps
+from ..io.run_records import checkpoint_of, checkpoint_step, corpus_licence, eval_report
 
 
 def _count(module) -> int:
     return sum(p.numel() for p in module.parameters()) if module is not None else 0
 
 
-def _millions(n: int) -> str:
-    return f"{n / 1e6:.3g}M" if n >= 1e5 else f"{n:,}"
 
 
 def _number(v) -> str:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return str(int(v))   # e.g. bits per image: 10240, not 1.024e+04
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
@@ -46,8 +46,7 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
     where the run's records do not say."""
     m = tok.config.model
     q = m.quantizer
-    ckpt = Path(source) if source is not None else None
-    run = run_dir(ckpt) if ckpt is not None else None
+    ckpt = checkpoint_of(source) if source is not None else None
     report = eval_report(ckpt, tok.tokenizer_id) if ckpt is not None else None
     corpus = corpus_licence(report["data"]["root"]) if report and isinstance(report.get("data"), dict) else None
     parts = {"encoder": _count(tok.encoder), "decoder": _count(tok.decoder), "refiner": _count(tok.refiner)}
@@ -60,11 +59,11 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
                           f"{tok.tokens_per_position} per position)"),
         *rate_rows(tok),
         ("refiner", m.refiner.mode if m.refiner is not None else "none"),
-        ("parameters", f"{_millions(_count(tok))} ("
-                       + ", ".join(f"{k} {_millions(v)}" for k, v in parts.items() if v) + ")"),
+        ("parameters", f"{_count(tok):,} ({_count(tok) / 1e6:.3g}M; "
+                       + ", ".join(f"{k} {v:,}" for k, v in parts.items() if v) + ")"),
         ("preset / config name", tok.config.name),
         ("tokenizer id", f"`{tok.tokenizer_id}` (hash of the weights; token files record it)"),
-        ("trained steps", trained_steps(run) if run is not None else None),
+        ("trained steps", checkpoint_step(ckpt) if ckpt is not None else None),
     ])
     training = data or "Not recorded with this checkpoint (a vqkit run does not store its --data folder)."
     metrics = ""
@@ -77,8 +76,8 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
         if report.get("units"):
             metrics += f"\n\nUnits: {report['units']}"
         if corpus:
-            metrics += (f"\n\nThe held-out corpus ({corpus['folder']}) states its source and licence: "
-                        f"{corpus['source']}, {corpus['licence']}.")
+            metrics += (f"\n\nThe corpus of the held-out files ({corpus['folder']}/manifest.json) states its "
+                        f"source and licence: {corpus['source']}, {corpus['licence']}.")
     kind = "mel" if m.modality == "mel" else "image"
     use = (f"```python\nfrom vqkit import Tokenizer\n\ntok = Tokenizer.from_pretrained(\"{repo_id}\")\n"
            + ("mel = tok.frontend(audio)   # (samples,) at the model's sample rate -> log-mel\n"

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..io.hub import push, render_card, stage, table
-from ..io.run_records import last_record, run_dir, trained_steps
+from ..io.run_records import checkpoint_of, checkpoint_step, last_record, run_dir
 
 
 def prior_card(prior, repo_id: str, source: str | Path | None = None, license: str | None = None,
@@ -17,8 +17,10 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
     id or a path), named in the card; `license`, `data` as for tokenizer cards."""
     m = prior.cfg.model
     meta_ = prior.meta
-    run = run_dir(Path(source)) if source is not None else None
-    held = last_record(run, "heldout") if run is not None else None
+    ckpt = checkpoint_of(source) if source is not None else None
+    run = run_dir(ckpt) if ckpt is not None else None
+    step = checkpoint_step(ckpt) if ckpt is not None else None
+    held = last_record(run, "heldout", step) if run is not None else None
     n = sum(p.numel() for p in prior.parameters())
     model = table([
         ("kind", f"{m.kind} ({'autoregressive, one pass per position' if m.kind == 'gpt' else 'masked, parallel decoding'})"),
@@ -30,7 +32,7 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
         ("token grid", f"{list(prior.grid)}, {prior.channels} per position ({prior.positions} positions, "
                        f"{prior.positions * prior.channels * math.log2(prior.codebook_size):.0f} bits)"),
         ("classes", ", ".join(prior.class_names) if prior.class_names else "none (unconditional)"),
-        ("trained steps", trained_steps(run) if run is not None else None),
+        ("trained steps", step),
     ])
     metrics = ""
     if held:
