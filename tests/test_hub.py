@@ -140,6 +140,31 @@ def test_misses_name_the_repo_and_the_problem(offline, checkpoints):
         Tokenizer.from_pretrained("org/noweights")
 
 
+def hub_answers(monkeypatch, error: type):
+    """The Hub (huggingface_hub's HfApi.repo_info, the call snapshot_download makes first) answering
+    with `error`, as it does for an unknown revision or repo; no network is used."""
+    import httpx2   # huggingface_hub's HTTP client, whose responses its errors carry
+    from huggingface_hub import HfApi, constants
+
+    def repo_info(self, repo_id, **kw):
+        request = httpx2.Request("GET", f"https://huggingface.co/api/models/{repo_id}")
+        raise error(f"404 Client Error for {repo_id}", response=httpx2.Response(404, request=request))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "repo_info", repo_info)
+
+
+def test_online_answers_name_the_repo_and_the_revision(monkeypatch, tmp_path):
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    hub_answers(monkeypatch, RevisionNotFoundError)
+    with pytest.raises(HubError, match=r"^org/name \(revision 'v7'\): no such revision \(branch, tag or commit\) "
+                                       r"in the Hub repository$"):
+        Tokenizer.from_pretrained("org/name", revision="v7", cache_dir=tmp_path)
+    hub_answers(monkeypatch, RepositoryNotFoundError)
+    with pytest.raises(HubError, match=r"^org/nope: no such repository on the Hugging Face Hub, or a private one"):
+        Tokenizer.from_pretrained("org/nope", cache_dir=tmp_path)
+
+
 def test_the_cli_takes_a_repo_id(offline, checkpoints, capsys, tmp_path):
     cache_repo(offline, "org/name", checkpoints[0], COMMIT_A)
     assert main(["info", "org/name"]) == 0
@@ -204,9 +229,9 @@ def test_the_staged_folder_loads_and_its_card_says_what_the_model_is(tmp_path, c
     assert unlicensed["license"] == "other"
 
 
-IMAGE_RUN = ["--preset", "movq", "--no-progress", "model.backbone.channels=[16,32]", "model.backbone.spatial_norm_blocks=2",
-             "discriminator.patch_channels=[16,16]", "data.image_size=32", "train.batch_size=2", "train.steps=4",
-             "train.save_every=2", "train.eval_every=4", "loss.gan_start_step=2"]
+IMAGE_RUN = ["--preset", "movq", "--no-progress", "model.backbone.channels=[16,32]",
+             "model.backbone.spatial_norm_blocks=2", "discriminator.patch_channels=[16,16]", "data.image_size=32",
+             "train.batch_size=2", "train.steps=4", "train.save_every=2", "train.eval_every=4", "loss.gan_start_step=2"]
 
 
 def test_the_card_quotes_the_runs_eval_report_and_the_corpus_licence(tmp_path, capsys):

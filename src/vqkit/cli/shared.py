@@ -112,7 +112,7 @@ def prior_and_tokenizer(args):
     from ..io.hub import is_repo_id
 
     path = args.tokenizer or prior.meta.get("tokenizer_path")
-    if not path or not (Path(path).exists() or (args.tokenizer and is_repo_id(path))):   # --tokenizer may name a hub repo
+    if not path or not (Path(path).exists() or (args.tokenizer and is_repo_id(path))):   # --tokenizer: also a hub repo
         raise FileNotFoundError(f"{args.prior}: its tokenizer {path!r} is not there; pass --tokenizer CKPT")
     tok = load_tokenizer(path)
     if tok.tokenizer_id != prior.meta["tokenizer_id"]:

@@ -79,8 +79,9 @@ def download_checkpoint(repo_id: str, files: tuple[str, ...], revision: str | No
         raise HubError(f"{repo_id}: a gated repository; accept its conditions on huggingface.co and pass "
                        "a token (token=..., or `hf auth login`)") from None
     except RepositoryNotFoundError:
-        raise HubError(f"{repo_id}: no such repository on the Hugging Face Hub, or a private one this "
-                       "token cannot see (pass token=..., or `hf auth login`); not a local directory either") from None
+        raise HubError(f"{repo_id}: no such repository on the Hugging Face Hub, or a private one this token "
+                       "cannot see (pass token=..., or `hf auth login`); no local directory of that name "
+                       "either") from None
     except IncompleteSnapshotError:
         raise HubError(f"{name}: the cached snapshot in {storage} is incomplete and the Hub cannot be reached "
                        f"to complete it; download it again online") from None
@@ -92,9 +93,9 @@ def download_checkpoint(repo_id: str, files: tuple[str, ...], revision: str | No
             why = f"the Hub cannot be reached ({type(e.__cause__ or e).__name__})"
         if cached:
             raise HubError(f"{name}: this revision is not in the Hugging Face cache ({storage}; it holds "
-                           f"{', '.join(cached)}) and {why}; not a local directory either") from None
+                           f"{', '.join(cached)}) and {why}; no local directory of that name either") from None
         raise HubError(f"{repo_id}: not in the Hugging Face cache ({cache}) and {why}; download it once "
-                       f"online (or pass cache_dir=); not a local directory either") from None
+                       f"online (or pass cache_dir=); no local directory of that name either") from None
     except LocalTokenNotFoundError:
         raise HubError(f"{repo_id}: token=True, but no Hugging Face token is saved (`hf auth login`)") from None
     except HfHubHTTPError as e:
@@ -148,8 +149,9 @@ def upload(folder: str | Path, repo_id: str, *, token: str | bool | None = None,
         api.create_repo(repo_id, token=token, private=private, exist_ok=True)
         if revision not in (None, "main"):
             api.create_branch(repo_id, branch=revision, token=token, exist_ok=True)
+        message = commit_message or f"Upload {Path(folder).name or 'checkpoint'} with vqkit"
         return api.upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, revision=revision,
-                                 commit_message=commit_message or f"Upload {Path(folder).name or 'checkpoint'} with vqkit")
+                                 commit_message=message)
     except LocalTokenNotFoundError:
         raise HubError(f"{repo_id}: uploading needs a Hugging Face token (token=..., or `hf auth login`)") from None
     except HfHubHTTPError as e:

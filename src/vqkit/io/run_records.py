@@ -1,7 +1,8 @@
 """What a training run recorded about a checkpoint, for its model card and `vqkit info`: the steps
-trained (train_state.json), held-out records (metrics.jsonl), the held-out metrics of `vqkit eval` (report/metrics.json) and the data it was
-evaluated on, with the licence a demo corpus states in its manifest.json. Only what the files say:
-a missing or unreadable record is left out, never guessed. Ground floor."""
+trained (train_state.json), held-out records (metrics.jsonl), the held-out metrics of `vqkit eval`
+(report/metrics.json) and the data it was evaluated on, with the licence a demo corpus states in
+its manifest.json. Only what the files say: a missing or unreadable record is left out, never
+guessed. Ground floor."""
 from __future__ import annotations
 
 import json
@@ -78,7 +79,8 @@ def eval_report(checkpoint: Path, model_id: str) -> dict | None:
     weights (its tokenizer_id is `model_id`): a report of another checkpoint of the run is not theirs."""
     for d in _around(checkpoint):
         record = _json(d / "report" / "metrics.json", "eval report")
-        if isinstance(record, dict) and record.get("tokenizer_id") == model_id and isinstance(record.get("metrics"), dict):
+        if (isinstance(record, dict) and record.get("tokenizer_id") == model_id
+                and isinstance(record.get("metrics"), dict)):
             return record
     return None
 

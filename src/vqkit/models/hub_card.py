@@ -83,7 +83,8 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
            + ("mel = tok.frontend(audio)   # (samples,) at the model's sample rate -> log-mel\n"
               "tokens = tok.encode(mel)    # integer tokens\nmel_back = tok.decode(tokens)\n"
               if kind == "mel" else
-              "tokens = tok.encode(image)  # image (C, H, W) in [-1, 1] -> token grid\nimage_back = tok.decode(tokens)\n")
+              "tokens = tok.encode(image)  # image (C, H, W) in [-1, 1] -> token grid\n"
+              "image_back = tok.decode(tokens)\n")
            + f"```\n\nOr on the command line: `vqkit info {repo_id}`, `vqkit encode {repo_id} INPUT -o OUT`, "
              f"`vqkit decode {repo_id} TOKENS -o OUT`.")
     meta = {"library_name": "vqkit", "license": license or "other",

@@ -23,7 +23,7 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
     held = last_record(run, "heldout", step) if run is not None else None
     n = sum(p.numel() for p in prior.parameters())
     model = table([
-        ("kind", f"{m.kind} ({'autoregressive, one pass per position' if m.kind == 'gpt' else 'masked, parallel decoding'})"),
+        ("kind", f"{m.kind} ({'autoregressive, one pass per position' if m.kind == 'gpt' else 'masked, parallel'})"),
         ("transformer", f"dim {m.dim}, depth {m.depth}, heads {m.heads}"),
         ("parameters", f"{n / 1e6:.3g}M" if n >= 1e5 else f"{n:,}"),
         ("models tokens of", f"tokenizer `{meta_['tokenizer_id']}`" + (f" ({tokenizer})" if tokenizer else "")),
@@ -38,7 +38,8 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
     if held:
         rows = [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in held.items()
                 if k not in ("step", "split", "time") and isinstance(v, (int, float))]
-        metrics = f"Held-out tokens at step {held['step']} (nll in nats per token, acc: top-1 accuracy):\n\n" + table(rows, ("metric", "value"))
+        metrics = (f"Held-out tokens at step {held['step']} (nll in nats per token, acc: top-1 accuracy):\n\n"
+                   + table(rows, ("metric", "value")))
     tok = tokenizer or "TOKENIZER"
     use = (f"```python\nfrom vqkit.priors.prior import TokenPrior\nfrom vqkit import Tokenizer\n\n"
            f"prior = TokenPrior.from_pretrained(\"{repo_id}\")\ntok = Tokenizer.from_pretrained(\"{tok}\")"
