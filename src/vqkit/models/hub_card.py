@@ -49,7 +49,8 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
     ckpt = checkpoint_of(source) if source is not None else None
     report = eval_report(ckpt, tok.tokenizer_id) if ckpt is not None else None
     corpus = corpus_licence(report["data"]["root"]) if report and isinstance(report.get("data"), dict) else None
-    parts = {"encoder": _count(tok.encoder), "decoder": _count(tok.decoder), "refiner": _count(tok.refiner)}
+    parts = {"encoder": _count(tok.encoder), "quantiser": _count(tok.quantizer), "decoder": _count(tok.decoder),
+             "refiner": _count(tok.refiner)}
     model = table([
         ("modality", "mel spectrogram (audio)" if m.modality == "mel" else f"image ({m.image.channels} channels)"),
         ("backbone", f"{m.backbone.kind} {getattr(m.backbone, 'channels', '')}, downsample {m.backbone.downsample}"
