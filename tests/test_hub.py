@@ -200,6 +200,20 @@ def test_a_prior_loads_from_the_cache_and_a_tokenizer_repo_is_not_one(offline, t
         TokenPrior.from_pretrained("org/name")
 
 
+def test_sample_takes_a_prior_and_its_tokenizer_from_the_hub(offline, tmp_path, checkpoints, capsys):
+    tok = Tokenizer.from_pretrained(checkpoints[0])
+    prior = tiny_prior()
+    prior = TokenPrior(prior.cfg, {**prior.meta, "tokenizer_id": tok.tokenizer_id, "tokenizer_path": "/gone/tok",
+                                   "codebook_size": tok.codebook_size})
+    cache_repo(offline, "org/prior", prior.save_pretrained(tmp_path / "prior"), COMMIT_A)
+    cache_repo(offline, "org/name", checkpoints[0], COMMIT_A)
+    assert main(["sample", "org/prior", "-n", "1", "-o", str(tmp_path / "s"), "--vocoder", "griffin-lim"]) == 2
+    assert "its tokenizer '/gone/tok' is not there; pass --tokenizer CKPT" in capsys.readouterr().err
+    assert main(["sample", "org/prior", "--tokenizer", "org/name", "-n", "1", "-o", str(tmp_path / "s"),
+                 "--vocoder", "griffin-lim"]) == 0
+    assert np.load(tmp_path / "s" / "sample_000.npy").shape == (6,)
+
+
 # ---- model cards and uploads ------------------------------------------------------------------------
 
 def front_matter(card: str) -> dict:
