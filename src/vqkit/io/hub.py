@@ -56,20 +56,24 @@ def download_checkpoint(repo_id: str, files: tuple[str, ...], revision: str | No
     """The snapshot folder of `repo_id` at `revision` (default: main) holding `files`, downloaded into
     (or found in) the huggingface_hub cache. Offline (local_files_only, or HF_HUB_OFFLINE=1) only the
     cache is read."""
-    from huggingface_hub import constants, errors, snapshot_download
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                        LocalTokenNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub import constants, snapshot_download
     from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
+                                       LocalTokenNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
 
-    # a cache known (from its tree listing) to miss files; newer huggingface_hub versions only
-    IncompleteSnapshotError = getattr(errors, "IncompleteSnapshotError", ())
+    try:   # a cache known (from its tree listing) to miss files: recent huggingface_hub versions only
+        from huggingface_hub.errors import IncompleteSnapshotError
+    except ImportError:
+        IncompleteSnapshotError = ()
 
     rev = revision or "main"
+    # passed on explicitly: huggingface_hub 0.24 binds its default when first imported, so a cache set
+    # later (its HF_HUB_CACHE constant) would not be the one searched, nor the one named in errors
     cache = Path(cache_dir or constants.HF_HUB_CACHE).expanduser()
     storage = cache / repo_folder_name(repo_id=repo_id, repo_type="model")
     name = f"{repo_id} (revision {rev!r})"
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, token=token,
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token,
                                         local_files_only=local_files_only, allow_patterns=list(files)))
     except HFValidationError as e:
         raise HubError(f"{repo_id}: not a valid Hugging Face Hub repo id ({str(e).splitlines()[0]})") from None
@@ -142,7 +146,7 @@ def upload(folder: str | Path, repo_id: str, *, token: str | bool | None = None,
     commit to `revision` (a branch, created from main if new; default main). -> huggingface_hub's
     CommitInfo. `api`: an HfApi (default: a new one)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+    from huggingface_hub.utils import HfHubHTTPError, LocalTokenNotFoundError
 
     api = api if api is not None else HfApi()
     try:
