@@ -120,6 +120,9 @@ def test_an_existing_local_path_wins_over_a_repo_id(offline, checkpoints, tmp_pa
         Tokenizer.from_pretrained("org/name", revision="v2")
     with pytest.raises(FileNotFoundError, match="nowhere/at/all: no such checkpoint or run directory"):
         Tokenizer.from_pretrained("nowhere/at/all")   # not namespace/name: the local-path error
+    with pytest.raises(HubError, match=r"^runs--x/y: no local directory of that name, and not a valid Hugging Face "
+                                       r"Hub repo id \(Cannot have -- or \.\. in repo_id"):
+        Tokenizer.from_pretrained("runs--x/y")
 
 
 def test_misses_name_the_repo_and_the_problem(offline, checkpoints):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 from .shared import load_tokenizer, log
 
 

@@ -59,13 +59,19 @@ def download_checkpoint(repo_id: str, files: tuple[str, ...], revision: str | No
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.file_download import repo_folder_name
     from huggingface_hub.utils import (GatedRepoError, HfHubHTTPError, HFValidationError, LocalEntryNotFoundError,
-                                       LocalTokenNotFoundError, RepositoryNotFoundError, RevisionNotFoundError)
+                                       LocalTokenNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+                                       validate_repo_id)
 
     try:   # a cache known (from its tree listing) to miss files: recent huggingface_hub versions only
         from huggingface_hub.errors import IncompleteSnapshotError
     except ImportError:
         IncompleteSnapshotError = ()
 
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise HubError(f"{repo_id}: no local directory of that name, and not a valid Hugging Face Hub repo id "
+                       f"({str(e).splitlines()[0]})") from None
     rev = revision or "main"
     # passed on explicitly: huggingface_hub 0.24 binds its default when first imported, so a cache set
     # later (its HF_HUB_CACHE constant) would not be the one searched, nor the one named in errors
@@ -75,8 +81,8 @@ def download_checkpoint(repo_id: str, files: tuple[str, ...], revision: str | No
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, token=token,
                                         local_files_only=local_files_only, allow_patterns=list(files)))
-    except HFValidationError as e:
-        raise HubError(f"{repo_id}: not a valid Hugging Face Hub repo id ({str(e).splitlines()[0]})") from None
+    except HFValidationError as e:   # e.g. a revision it refuses
+        raise HubError(f"{name}: {str(e).splitlines()[0]}") from None
     except RevisionNotFoundError:
         raise HubError(f"{name}: no such revision (branch, tag or commit) in the Hub repository") from None
     except GatedRepoError:
