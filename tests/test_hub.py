@@ -334,6 +334,11 @@ def test_push_to_hub_uses_huggingface_hubs_hfapi_and_words_its_errors(monkeypatc
     assert seen == {"repo": "org/name", "files": ["README.md", "config.yaml", "model.safetensors"],
                     "message": "Upload name with vqkit", "revision": None}
 
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo_id, **kw: seen.update(repo=repo_id, private=kw["private"], token=kw["token"]))
+    assert main(["push-to-hub", str(checkpoints[0]), "org/cli", "--private", "--token", "hf_y", "--message", "m"]) == 0
+    assert seen["repo"] == "org/cli" and seen["private"] is True and seen["token"] == "hf_y" and seen["message"] == "m"
+
     def refuse(self, repo_id, **kw):
         request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
         raise HfHubHTTPError("403 Forbidden: you cannot write to org/name",
