@@ -42,8 +42,11 @@ def _lpips_for(tok, args):
 
 def run(args) -> int:
     from ..evaluation.report import evaluate_folder
+    from ..io.hub import is_repo_id
     from ..modalities import modality_of
 
+    if args.out is None and is_repo_id(args.checkpoint):   # CKPT/report would make a local folder named like the repo
+        raise ValueError(f"{args.checkpoint} is a Hugging Face Hub repo: pass --out for the report folder")
     tok = load_tokenizer(args.checkpoint)
     modality = modality_of(tok)
     out = Path(args.out) if args.out else Path(args.checkpoint) / "report"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .shared import load_tokenizer, log
 
@@ -16,6 +15,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..config import available_presets
+    from ..io.run_records import checkpoint_step
     from ..io.weights import resolve_checkpoint_dir
     from ..modalities import modality_of
 
@@ -39,19 +39,9 @@ def run(args) -> int:
         "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),
         **({"stages": tok.stages, "bits_per_position": round(tok.bits_per_position, 2)} if tok.stages else {}),
         "refiner": m.refiner.mode if m.refiner is not None else "off",
-        "trained_steps": _trained_steps(ckpt / "train_state.json"),
+        "trained_steps": checkpoint_step(ckpt),
     }
     info.update(modality_of(tok).facts(tok))
     log(json.dumps(info, indent=1))
     return 0
 
-
-def _trained_steps(state_json: Path) -> int | None:
-    from ..io.files import read_limited
-
-    if not state_json.is_file():
-        return None
-    for key, value in json.loads(read_limited(state_json, 2**26, "training state file")).get("__dict__", []):
-        if key == ["str", "step"]:
-            return value
-    return None

@@ -106,11 +106,12 @@ def add_prior_options(p) -> None:
 
 def prior_and_tokenizer(args):
     """(prior, its tokenizer, the modality's example writer) for sample and visualize-prior."""
+    from ..io.hub import is_repo_id
     from ..priors.prior import TokenPrior
 
     prior = TokenPrior.from_pretrained(args.prior)
     path = args.tokenizer or prior.meta.get("tokenizer_path")
-    if not path or not Path(path).exists():
+    if not path or not (Path(path).exists() or (args.tokenizer and is_repo_id(path))):   # --tokenizer: also a hub repo
         raise FileNotFoundError(f"{args.prior}: its tokenizer {path!r} is not there; pass --tokenizer CKPT")
     tok = load_tokenizer(path)
     if tok.tokenizer_id != prior.meta["tokenizer_id"]:

@@ -1,6 +1,7 @@
 """Weight files: safetensors only (never a pickle), key/shape mismatches as one clear message,
 a hash that identifies a set of weights, and checkpoint directories (config.yaml + model.safetensors,
-or a run directory whose checkpoints/latest names one). Ground floor: imports nothing above vqkit.io."""
+or a run directory whose checkpoints/latest names one, or a hub repo id: io/hub.py). Ground floor: imports
+nothing above vqkit.io."""
 from __future__ import annotations
 
 import hashlib
@@ -160,9 +161,20 @@ def state_hash(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-def resolve_checkpoint_dir(path: str | Path) -> Path:
-    """A directory with model.safetensors, or a run directory whose `checkpoints/latest` names one."""
+def resolve_checkpoint_dir(path: str | Path, revision: str | None = None,
+                           files: tuple[str, ...] = (CONFIG_NAME, WEIGHTS_NAME), **hub) -> Path:
+    """A directory with model.safetensors, or a run directory whose `checkpoints/latest` names one;
+    or, where no such local path exists, a Hugging Face Hub repo id `namespace/name` at `revision`,
+    whose `files` come from (or into) the huggingface_hub cache (io/hub.py; `hub`: cache_dir,
+    local_files_only, token)."""
+    from .hub import download_checkpoint, is_repo_id
+
+    if is_repo_id(path):
+        return download_checkpoint(str(path), files, revision, **hub)
     p = Path(path)
+    if revision is not None:
+        raise ValueError(f"{p}: revision={revision!r} applies to Hugging Face Hub repos (namespace/name), "
+                         "not to a local directory")
     if (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file():
         return p
     latest = p / "checkpoints" / "latest"

@@ -363,11 +363,27 @@ class Tokenizer(nn.Module):
         save_weights(self, d / WEIGHTS_NAME, "vqkit-tokenizer-v1")
         return d
 
+    def push_to_hub(self, repo_id: str, *, license: str | None = None, data: str | None = None,
+                    source: str | Path | None = None, token: str | bool | None = None, private: bool | None = None,
+                    revision: str | None = None, commit_message: str | None = None, api=None):
+        """Upload config.yaml + model.safetensors + a model card (README.md) to the Hugging Face Hub
+        repo `repo_id` (created if needed) as one commit; models/hub_card.py writes the card, quoting
+        the records of `source` (default: the folder this model was loaded from). -> CommitInfo."""
+        from .hub_card import push_tokenizer
+
+        return push_tokenizer(self, repo_id, source if source is not None else getattr(self, "_loaded_from", None),
+                              license, data, token=token, private=private, revision=revision,
+                              commit_message=commit_message, api=api)
+
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "Tokenizer":
-        """Load from a directory with config.yaml + model.safetensors, or from a training run
-        directory (its latest checkpoint)."""
-        d = resolve_checkpoint_dir(path)
+    def from_pretrained(cls, path: str | Path, map_location: str | torch.device = "cpu", *,
+                        revision: str | None = None, cache_dir: str | Path | None = None,
+                        local_files_only: bool = False, token: str | bool | None = None) -> "Tokenizer":
+        """Load from a directory with config.yaml + model.safetensors, from a training run directory
+        (its latest checkpoint), or, where no such local path exists, from a Hugging Face Hub repo
+        `namespace/name` at `revision` through the huggingface_hub cache (io/hub.py)."""
+        d = resolve_checkpoint_dir(path, revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                   token=token)
         cfg_path = d / CONFIG_NAME
         raw = read_yaml(cfg_path, what="checkpoint config")
         if not raw:   # saved configs are complete: an empty one would silently mean "defaults"
@@ -387,4 +403,5 @@ class Tokenizer(nn.Module):
             raise ValueError(f"{weights}: weights contain NaN or Inf ({len(bad)} tensors, e.g. {bad[0]}); "
                              "did the run that saved them diverge?")
         model._id = model.tokenizer_id   # weights are fixed from here on: hash once
+        model._loaded_from = d            # push_to_hub's model card reads the run's records there
         return model.eval()

@@ -114,9 +114,25 @@ class TokenPrior(nn.Module):
         atomic_write(d / META_NAME, json.dumps(self.meta, indent=1))
         return d
 
+    def push_to_hub(self, repo_id: str, *, license: str | None = None, data: str | None = None,
+                    tokenizer: str | None = None, source: str | Path | None = None, token: str | bool | None = None,
+                    private: bool | None = None, revision: str | None = None, commit_message: str | None = None,
+                    api=None):
+        """Upload config.yaml + model.safetensors + prior.json + a model card to the Hugging Face Hub
+        repo `repo_id` (see Tokenizer.push_to_hub; `tokenizer`: its tokenizer's repo id, for the card)."""
+        from .hub_card import push_prior
+
+        return push_prior(self, repo_id, source if source is not None else getattr(self, "_loaded_from", None),
+                          license, data, tokenizer, token=token, private=private, revision=revision,
+                          commit_message=commit_message, api=api)
+
     @classmethod
-    def from_pretrained(cls, path: str | Path, map_location: str = "cpu") -> "TokenPrior":
-        d = resolve_checkpoint_dir(path)
+    def from_pretrained(cls, path: str | Path, map_location: str = "cpu", *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None) -> "TokenPrior":
+        """A prior checkpoint or run directory, or a Hugging Face Hub repo `namespace/name` (io/hub.py)."""
+        d = resolve_checkpoint_dir(path, revision, (CONFIG_NAME, WEIGHTS_NAME, META_NAME), cache_dir=cache_dir,
+                                   local_files_only=local_files_only, token=token)
         if not (d / META_NAME).is_file():
             raise ValueError(f"{d}: not a token prior checkpoint (no {META_NAME}; a tokenizer checkpoint?)")
         raw = read_yaml(d / CONFIG_NAME, what="checkpoint config")   # names the file and the problem
@@ -127,6 +143,7 @@ class TokenPrior(nn.Module):
             raise ValueError(f"{d}: unreadable prior checkpoint ({e})") from None
         prior = cls(keep_saved_width(cfg, d / WEIGHTS_NAME), meta)
         load_matching(prior, read_weights(d / WEIGHTS_NAME, map_location), str(d / WEIGHTS_NAME))
+        prior._loaded_from = d   # push_to_hub's model card reads the run's records there
         return prior.eval()
 
 
