@@ -12,6 +12,7 @@
     vqkit sample PRIOR -n 16 -o OUT       (tokens sampled from a prior, decoded to images / audio)
     vqkit visualize-prior PRIOR --tokens DIR -o OUT   (teacher-forced top-1 predictions, NLL, accuracy)
     vqkit pack-tokens DIR -o STORE        (token files -> one sharded store, for corpora of millions of files)
+    vqkit export CKPT --format onnx -o DIR   (ONNX encoder, decoder, mel frontend + export.json; docs/export.md)
 """
 from __future__ import annotations
 
@@ -20,15 +21,16 @@ import os
 import sys
 
 from ..config import ConfigError
-from . import (data, decode, encode, evaluate, info, pack_tokens, reconstruct, sample, stream, train, train_prior,
-               visualize_prior)
+from . import (data, decode, encode, evaluate, export, info, pack_tokens, reconstruct, sample, stream, train,
+               train_prior, visualize_prior)
 
 # Each verb is a module here: add_parser(sub) declares its options beside run(args), which does it
 # (eval's is evaluate.py: a module named eval would shadow the builtin). `vqkit --help` lists the
 # verbs in this order.
 VERBS = {"data": data, "train": train, "train-prior": train_prior, "sample": sample,
          "visualize-prior": visualize_prior, "pack-tokens": pack_tokens, "encode": encode, "decode": decode,
-         "reconstruct": reconstruct, "eval": evaluate, "info": info, "stream": stream}
+         "reconstruct": reconstruct, "eval": evaluate, "info": info, "stream": stream,
+         "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:
