@@ -30,7 +30,6 @@ from .graphs import DecoderGraph, EncoderGraph, FrontendGraph
 
 FORMAT = "vqkit-onnx-v1"
 OPSET = 18
-FILES = ("encoder.onnx", "decoder.onnx", "frontend.onnx", "config.yaml", "export.json")
 
 
 def _export(module: torch.nn.Module, example: tuple, path: Path, inputs: list[str], outputs: list[str],
@@ -125,40 +124,33 @@ def export_meta(tok) -> dict:
 
 
 def export_onnx(tok, folder: str | Path, log=lambda msg: None) -> dict:
-    """Write the graphs, config.yaml and export.json of tokenizer `tok` into `folder` (created;
-    the caller checks that it is new or empty). Returns export.json's content."""
+    """Write the graphs, config.yaml and export.json of tokenizer `tok` (put in eval mode, float32,
+    on the CPU) into `folder` (created; the caller checks that it is new or empty). Returns
+    export.json's content."""
     folder = Path(folder)
     tok = tok.eval().float().cpu()
     f, c = tok.downsample, tok.config.model.input_channels
-    DYN = torch.export.Dim.DYNAMIC   # any size the model allows; an error if the trace fixed one
-    batch = DYN
+    dyn = torch.export.Dim.DYNAMIC   # any size the model allows; an export error if tracing fixed one
+    specs = graph_specs(tok)
     with torch.no_grad():
-        if tok.spatial_dims == 1:
+        if tok.spatial_dims == 1:   # example sizes that are no multiple of downsample: the pad is traced
             x = torch.full((2, c, 6 * f + 1), tok.frontend.silence_level) + torch.randn(2, c, 6 * f + 1)
-            spatial = {2: DYN}
-            ids_dims = {1: DYN}
-            signal = "mel"
+            signal, sizes = "mel", {0: dyn, 2: dyn}
         else:
             x = torch.rand(2, c, 3 * f + 1, 4 * f + 2) * 2 - 1
-            spatial = {2: DYN, 3: DYN}
-            ids_dims = {1: DYN,
-                        2: DYN}
-            signal = "image"
-        specs = graph_specs(tok)
+            signal, sizes = "image", {0: dyn, 2: dyn, 3: dyn}
         log(f"exporting the encoder ({signal} -> tokens)")
-        _export(EncoderGraph(tok), (x,), folder / "encoder.onnx", [signal], ["tokens"],
-                {"x": {0: batch, **spatial}})
+        _export(EncoderGraph(tok), (x,), folder / "encoder.onnx", [signal], ["tokens"], {"x": sizes})
         ids = tok.encode(x)
-        log("exporting the decoder (tokens -> " + ", ".join(o["name"] for o in specs["decoder"]["outputs"]) + ")")
-        _export(DecoderGraph(tok), (ids,), folder / "decoder.onnx", ["tokens"],
-                [o["name"] for o in specs["decoder"]["outputs"]], {"ids": {0: batch, **ids_dims}})
+        outputs = [o["name"] for o in specs["decoder"]["outputs"]]
+        log(f"exporting the decoder (tokens -> {', '.join(outputs)})")
+        _export(DecoderGraph(tok), (ids,), folder / "decoder.onnx", ["tokens"], outputs,
+                {"ids": {i: dyn for i in range(1 + tok.spatial_dims)}})
         if tok.frontend is not None:
             log("exporting the frontend (audio -> log-mel)")
-            fe = tok.frontend
             audio = torch.randn(2, 4 * tok.config.model.mel.n_fft) * 0.1
-            samples = DYN
-            _export(FrontendGraph(fe), (audio,), folder / "frontend.onnx", ["audio"], ["mel"],
-                    {"audio": {0: batch, 1: samples}})
+            _export(FrontendGraph(tok.frontend), (audio,), folder / "frontend.onnx", ["audio"], ["mel"],
+                    {"audio": {0: dyn, 1: dyn}})
     save_config(tok.config, folder / "config.yaml")
     meta = export_meta(tok)
     atomic_write(folder / "export.json", json.dumps(meta, indent=1) + "\n")
