@@ -23,19 +23,30 @@ needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"ONNX export tests need {
 pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
 
 RFSQ = ["model.quantizer={kind: rfsq, levels: [5, 5, 3], stages: 3}", "model.backbone.downsample=2"]
-# multichannel VQ, and a distance chunk far below the positions, so PyTorch searches chunk by chunk
-# while the graph searches every row at once
-MULTI_VQ = ["model.quantizer={kind: vq, codebook_size: 64, dim: 16, channels: 2, distance_chunk: 5}"]
-KINDS = {"mel": ((), False), "rfsq": (RFSQ, False), "image": (MULTI_VQ, True)}
+# SeQ-GAN's decoder (window attention, windows of 4 here: the token grids of the test sizes lie
+# below, above and at multiples of it), multichannel VQ, and a distance chunk far below the
+# positions, so PyTorch searches chunk by chunk while the graph searches every row at once
+IMAGE = ["model.backbone.channels=[16, 32, 32]", "model.backbone.attention_window=4",
+         "model.quantizer={kind: vq, codebook_size: 64, dim: 16, channels: 2, distance_chunk: 5}"]
+KINDS = {"mel": (), "rfsq": RFSQ, "image": IMAGE}
+IMAGE_SIZES = [(13, 9), (24, 20), (64, 48)]   # token grids (downsample 4): 4 x 3, 6 x 5, 16 x 12
+
+
+def save_tiny(path, kind):
+    if kind != "image":
+        return save_tiny_tokenizer(path, *KINDS[kind])
+    torch.manual_seed(0)
+    Tokenizer(load_config("seqgan-phase2", overrides=IMAGE)).eval().save_pretrained(path)
+    return path
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, single_thread):
     """{kind: (tokenizer, export folder)}, each exported through the command line."""
     out = {}
-    for kind, (overrides, image) in KINDS.items():
+    for kind in KINDS:
         root = tmp_path_factory.mktemp(f"export-{kind}")
-        ckpt = save_tiny_tokenizer(root / "ckpt", *overrides, image=image)
+        ckpt = save_tiny(root / "ckpt", kind)
         code = _main("export", ckpt, "--format", "onnx", "-o", root / "onnx")
         assert code == 0
         out[kind] = Tokenizer.from_pretrained(ckpt), root / "onnx"
@@ -62,7 +73,7 @@ def test_onnx_tokens_equal_pytorch_and_decoded_outputs_agree(exported, kind):
     tok, folder = exported[kind]
     enc, dec = session(folder, "encoder"), session(folder, "decoder")
     g = torch.Generator().manual_seed(1)
-    sizes = [(37, 29), (64, 48)] if kind == "image" else [(37,), (203,)]   # odd sizes: padded in the graph
+    sizes = IMAGE_SIZES if kind == "image" else [(37,), (203,)]   # no multiples of 4 / 2: padded in the graph
     for size in sizes:
         x = (torch.rand(2, 3, *size, generator=g) * 2 - 1 if kind == "image"
              else torch.randn(2, 80, *size, generator=g) * 2 - 5)

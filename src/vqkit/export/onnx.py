@@ -123,6 +123,17 @@ def export_meta(tok) -> dict:
     return meta
 
 
+def example_grid(tok) -> tuple[int, int]:
+    """Images: the token grid of the example the graphs are traced on. torch.export follows the
+    branches the example takes and keeps them for the sizes that take them too, without an error
+    for the others: window attention on a grid smaller than its window traces a graph that fails
+    on larger grids (onnxruntime: a Reshape error). A grid above every window and no multiple of
+    it (windows of 8: 19 x 21) traces the general branches, which hold for every size (the tests
+    decode grids above, below and at multiples of the window)."""
+    window = getattr(tok.config.model.backbone, "attention_window", 0) or 0
+    return 2 * max(window, 4) + 3, 2 * max(window, 4) + 5
+
+
 def export_onnx(tok, folder: str | Path, log=lambda msg: None) -> dict:
     """Write the graphs, config.yaml and export.json of tokenizer `tok` (put in eval mode, float32,
     on the CPU) into `folder` (created; the caller checks that it is new or empty). Returns
@@ -133,11 +144,13 @@ def export_onnx(tok, folder: str | Path, log=lambda msg: None) -> dict:
     dyn = torch.export.Dim.DYNAMIC   # any size the model allows; an export error if tracing fixed one
     specs = graph_specs(tok)
     with torch.no_grad():
-        if tok.spatial_dims == 1:   # example sizes that are no multiple of downsample: the pad is traced
-            x = torch.full((2, c, 6 * f + 1), tok.frontend.silence_level) + torch.randn(2, c, 6 * f + 1)
+        if tok.spatial_dims == 1:   # a length that is no multiple of downsample (the pad is traced) nor of
+            t = 64 * f + 3            # the refiner's poolings, long enough for their general branches
+            x = torch.full((2, c, t), tok.frontend.silence_level) + torch.randn(2, c, t)
             signal, sizes = "mel", {0: dyn, 2: dyn}
-        else:
-            x = torch.rand(2, c, 3 * f + 1, 4 * f + 2) * 2 - 1
+        else:   # a token grid larger than any attention window and no multiple of it (see example_grid)
+            gh, gw = example_grid(tok)
+            x = torch.rand(2, c, gh * f - 1, gw * f - 1) * 2 - 1
             signal, sizes = "image", {0: dyn, 2: dyn, 3: dyn}
         log(f"exporting the encoder ({signal} -> tokens)")
         _export(EncoderGraph(tok), (x,), folder / "encoder.onnx", [signal], ["tokens"], {"x": sizes})
