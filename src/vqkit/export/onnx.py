@@ -8,8 +8,9 @@
       export.json     tokenizer id, codebook, rates, mel settings, every graph's inputs and outputs
 
 The exporter is torch.onnx's dynamo exporter (torch.export, then onnxscript): it is the one that
-exports the frontend's STFT (the TorchScript exporter refuses complex tensors), and it refuses
-Python branches on dynamic sizes instead of silently fixing the traced size into the graph. Each
+exports the frontend's STFT (the TorchScript exporter refuses complex tensors), and it keeps the
+sizes symbolic through the graph. Like any tracer it keeps the branches its example takes, so the
+examples are chosen to take the general ones (export_onnx, example_grid). Each
 file is written through io.files.atomic_write; weights are stored inside the .onnx file (no
 external data), which holds models up to protobuf's 2 GiB.
 """
