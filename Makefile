@@ -19,7 +19,7 @@ $(BIN)/python:
 # torch==2.13.0 first when torch is absent: an unpinned torch would pull multi-GB CUDA wheels.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[audio,image,test]"
+	$(BIN)/python -m pip install -q -e ".[audio,image,test,export]"
 	touch $@
 
 install: $(STAMP)

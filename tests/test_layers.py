@@ -2,7 +2,7 @@
 
     0  io, config, nn, distributed, version      (files, configs, shared blocks)
     1  frontends, quantizers, losses, vocoders
-    2  models, tokens_io
+    2  models, tokens_io, export   (export: ONNX graphs of a tokenizer, beside the model it cuts up)
     3  data
     4  priors
     5  evaluation
@@ -26,7 +26,7 @@ PACKAGE = Path(vqkit.__file__).parent
 FLOORS = {
     0: {"io", "config", "nn", "distributed", "version"},
     1: {"frontends", "quantizers", "losses", "vocoders"},
-    2: {"models", "tokens_io"},
+    2: {"models", "tokens_io", "export"},
     3: {"data"},
     4: {"priors"},
     5: {"evaluation"},

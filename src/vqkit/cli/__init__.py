@@ -14,6 +14,7 @@
     vqkit pack-tokens DIR -o STORE        (token files -> one sharded store, for corpora of millions of files)
     vqkit push-to-hub CKPT namespace/name [--private] [--token T] [--license L] [--stage DIR]
                                           (a tokenizer or prior + model card -> Hugging Face Hub)
+    vqkit export CKPT --format onnx -o DIR   (ONNX encoder, decoder, mel frontend + export.json; docs/export.md)
 CKPT may also be a Hugging Face Hub repo id (namespace/name) wherever no such local path exists.
 """
 from __future__ import annotations
@@ -23,8 +24,8 @@ import os
 import sys
 
 from ..config import ConfigError
-from . import (data, decode, encode, evaluate, info, pack_tokens, push_to_hub, reconstruct, sample, stream, train,
-               train_prior, visualize_prior)
+from . import (data, decode, encode, evaluate, export, info, pack_tokens, push_to_hub, reconstruct, sample, stream,
+               train, train_prior, visualize_prior)
 
 # Each verb is a module here: add_parser(sub) declares its options beside run(args), which does it
 # (eval's is evaluate.py: a module named eval would shadow the builtin). `vqkit --help` lists the
@@ -32,7 +33,7 @@ from . import (data, decode, encode, evaluate, info, pack_tokens, push_to_hub, r
 VERBS = {"data": data, "train": train, "train-prior": train_prior, "sample": sample,
          "visualize-prior": visualize_prior, "pack-tokens": pack_tokens, "encode": encode, "decode": decode,
          "reconstruct": reconstruct, "eval": evaluate, "info": info, "stream": stream,
-         "push-to-hub": push_to_hub}
+         "push-to-hub": push_to_hub, "export": export}
 
 
 def build_parser() -> argparse.ArgumentParser:
