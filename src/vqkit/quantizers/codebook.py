@@ -22,6 +22,32 @@ from .base import Quantizer, QuantizerOutput, usage_stats
 from .estimators import pass_gradient
 
 
+class _StraightThroughLookup(torch.autograd.Function):
+    """(q = e[idx] with a straight-through gradient to h, codebook + commitment loss) as one autograd
+    node: the same values as `e[idx]`, two `F.mse_loss` and `straight_through`, but backward makes
+    one (N, d) difference instead of two zero-filled mse gradients plus a gather's index_put."""
+
+    @staticmethod
+    def forward(ctx, h, e, idx, beta):
+        q = e[idx]
+        mse = F.mse_loss(q, h)   # bitwise the same as mse(h, q): (q - h)^2 == (h - q)^2
+        ctx.save_for_backward(h, q, idx)
+        ctx.beta, ctx.codes = beta, e.shape[0]
+        return q, mse + beta * mse
+
+    @staticmethod
+    def backward(ctx, g_q, g_loss):
+        h, q, idx = ctx.saved_tensors
+        d = q - h
+        c = g_loss * (2 / max(h.numel(), 1))   # d mse / d q = 2 (q - h) / numel
+        g_h = g_e = None
+        if ctx.needs_input_grad[0]:   # straight-through from z_q, plus the commitment term
+            g_h = torch.addcmul(g_q, d, c * -ctx.beta)
+        if ctx.needs_input_grad[1]:   # scale the (K, d) sum, not the (N, d) rows: K << N
+            g_e = d.new_zeros(ctx.codes, d.shape[1]).index_add_(0, idx, d).mul_(c)
+        return g_h, g_e, None, None
+
+
 class CodebookQuantizer(Quantizer):
     """forward(z (B, channels*dim, *spatial), mask (B, *spatial) | None) -> QuantizerOutput with
     indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
@@ -87,9 +113,13 @@ class CodebookQuantizer(Quantizer):
             h = self._to_code_space(x)
             e = self._codes()
             idx = self._nearest(h.detach(), e.detach())
-            q = e[idx]
-            loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
-            zq = self._from_code_space(pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk))
+            if cfg.gradient == "straight_through":
+                zq, loss = _StraightThroughLookup.apply(h, e, idx, cfg.beta)
+            else:
+                q = e[idx]
+                loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
+                zq = pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk)
+            zq = self._from_code_space(zq)
             zq = zq.reshape(*lead, self.dim).movedim(-1, 1)
 
             keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
