@@ -34,6 +34,39 @@ class Quantizer(nn.Module):
         return self(z).indices
 
 
+class _ChannelRows(torch.autograd.Function):
+    """(B, C, *sp) contiguous -> (B * S, C) rows, and the gradient back, one 2-D transpose per example:
+    torch copies a transposed 2-D matrix with a blocked kernel, 3x faster than the strided copy a 3-D+
+    permute gets (9 vs 3 ms at 16 x 256 x 32 x 32, one thread). The values are the same bits."""
+
+    @staticmethod
+    def forward(ctx, z):
+        b, c = z.shape[:2]
+        ctx.shape = z.shape
+        src = z.view(b, c, -1)
+        out = z.new_empty(b, src.shape[-1], c)
+        for i in range(b):
+            out[i].copy_(src[i].t())
+        return out.view(-1, c)
+
+    @staticmethod
+    def backward(ctx, g):
+        b, c = ctx.shape[:2]
+        src = g.reshape(b, -1, c)
+        out = g.new_empty(b, c, src.shape[1])
+        for i in range(b):
+            out[i].copy_(src[i].t())
+        return out.view(ctx.shape)
+
+
+def channel_rows(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, *sp) -> (B * prod(sp), C): each position's channels as one row, in position order."""
+    b, c = z.shape[:2]
+    if b > 1 and z.is_contiguous() and z.numel() // b >= 32768:   # below that the loop costs more
+        return _ChannelRows.apply(z)
+    return z.movedim(1, -1).reshape(-1, c)   # one example: a view, no copy at all
+
+
 def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None,
                 across_processes: bool = False) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes;
@@ -46,21 +79,24 @@ def code_counts(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | 
     """(groups, K) float histograms of (..., groups) ids, one per trailing group (a residual
     quantiser's stages); ids outside [0, K) (non-finite latents give garbage ids) and masked
     positions (mask: the leading shape) are not counted."""
-    groups = indices.shape[-1]
+    groups, size = indices.shape[-1], codebook_size
     flat = indices.reshape(-1, groups)
-    keep = (flat >= 0) & (flat < codebook_size)
+    keep = (flat >= 0) & (flat < size)
     if mask is not None:
         keep &= mask.reshape(-1, 1).bool()
-    offset = torch.arange(groups, device=flat.device) * codebook_size   # group g counts into row g
-    ids = (flat.long() + offset)[keep]
-    return torch.bincount(ids, minlength=groups * codebook_size).float().view(groups, codebook_size)
+    ids = flat.long()
+    if groups > 1:   # group g counts into row g
+        ids = ids + torch.arange(groups, device=flat.device) * size
+    # what is not counted goes to one bin past the end: no boolean indexing (a sync and two passes)
+    ids = torch.where(keep, ids, groups * size)
+    return torch.bincount(ids.reshape(-1), minlength=groups * size + 1)[:-1].float().view(groups, size)
 
 
 def usage_of_counts(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     """Usage (fraction of codes seen) and perplexity (exp of code entropy) of a (K,) histogram."""
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
-    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+    return {"usage": torch.count_nonzero(counts) / counts.numel(), "perplexity": entropy.exp()}
 
 
 def usage_from_counts(counts: torch.Tensor) -> dict:

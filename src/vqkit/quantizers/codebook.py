@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Quantizer, QuantizerOutput, usage_stats
+from .base import Quantizer, QuantizerOutput, channel_rows, usage_stats
 from .estimators import pass_gradient
 
 
@@ -99,8 +99,8 @@ class CodebookQuantizer(Quantizer):
         if z.dim() < 3 or z.shape[1] != self.dim:
             raise ValueError(f"{self.label} expects (B, {self.dim}, ...) latents "
                              f"(channels {self.channels} x dim {self.chunk_dim}), got {tuple(z.shape)}")
-        zl = z.float().movedim(1, -1)                              # (B, *sp, c*dim)
-        return zl.reshape(-1, self.chunk_dim), zl.shape[:-1]      # (N, dim), N = B*prod(sp)*c
+        rows = channel_rows(z.float())                             # (B*prod(sp), c*dim)
+        return rows.reshape(-1, self.chunk_dim), z.shape[:1] + z.shape[2:]   # (N, dim), N = B*prod(sp)*c
 
     def _ids(self, idx: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         indices = idx.reshape(*lead, self.channels)
