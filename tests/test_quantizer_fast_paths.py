@@ -1,5 +1,5 @@
 """The quantisers' fused fast paths against the plain autograd code they replace: the per-example
-transpose of (B, C, *sp) latents to rows (values and gradients), the straight-through lookup node of
+transpose of (B, C, *sp) latents to rows and back (values and gradients), the straight-through lookup node of
 codebook VQ (loss and gradients, frozen codebook, SimVQ's W), FSQ / residual FSQ's bound-and-round
 node (the same gradient bits) and the usage histogram (out-of-range ids, masks, groups).
 """
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vqkit.config import SimVQConfig, VQConfig
 from vqkit.quantizers import FSQ, build_quantizer
-from vqkit.quantizers.base import channel_rows, code_counts
+from vqkit.quantizers.base import channel_rows, code_counts, rows_to_channels
 from vqkit.quantizers.rfsq import ResidualFSQ
 
 pytestmark = pytest.mark.usefixtures("single_thread")   # see conftest.py
@@ -28,6 +28,21 @@ def test_channel_rows_match_movedim_values_and_gradients(shape):
     (rows * w).sum().backward()
     (ref * w).sum().backward()
     assert torch.equal(z.grad, z_ref.grad)
+
+
+@pytest.mark.parametrize("shape", [(4, 64, 32, 16), (3, 40, 1000), (1, 256, 300), (3, 8, 5)])
+@pytest.mark.parametrize("grad_layout", ["contiguous", "channels last"])
+def test_rows_to_channels_inverts_channel_rows_values_and_gradients(shape, grad_layout):
+    torch.manual_seed(0)
+    rows = torch.randn(shape[0] * torch.Size(shape[2:]).numel(), shape[1], requires_grad=True)
+    out = rows_to_channels(rows, torch.Size(shape))
+    want = rows.detach().reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
+    assert out.shape == want.shape and torch.equal(out, want)
+    w = torch.randn(shape)
+    if grad_layout == "channels last":   # the consumer's gradient in the other memory layout
+        w = w.movedim(1, -1).contiguous().movedim(-1, 1)
+    (g,) = torch.autograd.grad((out * w).sum(), rows)
+    assert torch.equal(g, w.movedim(1, -1).reshape(-1, shape[1]))
 
 
 def test_channel_rows_of_a_non_contiguous_tensor():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Quantizer, QuantizerOutput, channel_rows, usage_stats
+from .base import Quantizer, QuantizerOutput, channel_rows, rows_to_channels, usage_stats
 from .estimators import pass_gradient
 
 
@@ -120,7 +120,7 @@ class CodebookQuantizer(Quantizer):
                 loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
                 zq = pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk)
             zq = self._from_code_space(zq)
-            zq = zq.reshape(*lead, self.dim).movedim(-1, 1)
+            zq = rows_to_channels(zq.reshape(-1, self.dim), z.shape)
 
             keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
             if mask is not None:
