@@ -6,7 +6,8 @@ the codebook + commitment losses, the gradient estimator and the usage statistic
 - Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
   is ever held. Always in float32 (autocast is switched off inside).
 - loss = ||sg(h) - q||^2 + beta ||h - sg(q)||^2 (codebook, commitment), plus a subclass's terms.
-- z_q's gradient comes from `cfg.gradient` (estimators.py); its value is exactly the code.
+- z_q's gradient comes from `cfg.gradient` (estimators.py; straight-through is fused with the losses
+  into one autograd node, `_StraightThroughLookup`); its value is exactly the code.
 - In training, usage and perplexity are those of the global batch (summed over processes), so every
   process logs the same numbers.
 
