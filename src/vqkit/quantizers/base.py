@@ -34,6 +34,61 @@ class Quantizer(nn.Module):
         return self(z).indices
 
 
+def _transpose_examples(x: torch.Tensor, b: int, rows: int, cols: int) -> torch.Tensor:
+    """(b, rows, cols) view of x -> contiguous (b, cols, rows), one 2-D transpose per example: torch
+    copies a transposed 2-D matrix with a blocked kernel, ~3x faster than the strided copy a 3-D+
+    permute gets (9 vs 3 ms at 16 x 256 x 32 x 32, one thread). The same values, bit for bit."""
+    src = x.reshape(b, rows, cols)
+    out = x.new_empty(b, src.shape[2], src.shape[1])
+    for i in range(b):
+        out[i].copy_(src[i].t())
+    return out
+
+
+def _fast(shape: torch.Size) -> bool:
+    # one example: movedim + reshape is a view (no copy); small ones: the loop costs more
+    return shape[0] > 1 and shape.numel() // shape[0] >= 32768
+
+
+class _ChannelRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        ctx.shape = z.shape
+        return _transpose_examples(z, z.shape[0], z.shape[1], -1).view(-1, z.shape[1])
+
+    @staticmethod
+    def backward(ctx, g):
+        return _transpose_examples(g, ctx.shape[0], -1, ctx.shape[1]).view(ctx.shape)
+
+
+class _RowsToChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows, shape):
+        ctx.b, ctx.c = shape[0], shape[1]
+        return _transpose_examples(rows, shape[0], -1, shape[1]).view(shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        if g.movedim(1, -1).is_contiguous():   # already channels last in memory: a view
+            return g.movedim(1, -1).reshape(-1, ctx.c), None
+        return _transpose_examples(g, ctx.b, ctx.c, -1).view(-1, ctx.c), None
+
+
+def channel_rows(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, *sp) -> (B * prod(sp), C): each position's channels as one row, in position order."""
+    if _fast(z.shape) and z.is_contiguous():
+        return _ChannelRows.apply(z)
+    return z.movedim(1, -1).reshape(-1, z.shape[1])
+
+
+def rows_to_channels(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """channel_rows' inverse: (B * prod(sp), C) -> (B, C, *sp) of `shape`; contiguous where it is
+    fast to make so (a consumer's gradient then comes back without a strided 4-D copy)."""
+    if _fast(shape):
+        return _RowsToChannels.apply(rows, shape)
+    return rows.reshape(shape[0], *shape[2:], shape[1]).movedim(-1, 1)
+
+
 def usage_stats(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | None = None,
                 across_processes: bool = False) -> dict[str, torch.Tensor]:
     """Fraction of the codebook used and perplexity (exp of code entropy) over the given codes;
@@ -46,21 +101,24 @@ def code_counts(indices: torch.Tensor, codebook_size: int, mask: torch.Tensor | 
     """(groups, K) float histograms of (..., groups) ids, one per trailing group (a residual
     quantiser's stages); ids outside [0, K) (non-finite latents give garbage ids) and masked
     positions (mask: the leading shape) are not counted."""
-    groups = indices.shape[-1]
+    groups, size = indices.shape[-1], codebook_size
     flat = indices.reshape(-1, groups)
-    keep = (flat >= 0) & (flat < codebook_size)
+    keep = (flat >= 0) & (flat < size)
     if mask is not None:
         keep &= mask.reshape(-1, 1).bool()
-    offset = torch.arange(groups, device=flat.device) * codebook_size   # group g counts into row g
-    ids = (flat.long() + offset)[keep]
-    return torch.bincount(ids, minlength=groups * codebook_size).float().view(groups, codebook_size)
+    ids = flat.long()
+    if groups > 1:   # group g counts into row g
+        ids = ids + torch.arange(groups, device=flat.device) * size
+    # what is not counted goes to one bin past the end: no boolean indexing (a sync and two passes)
+    ids = torch.where(keep, ids, groups * size)
+    return torch.bincount(ids.reshape(-1), minlength=groups * size + 1)[:-1].float().view(groups, size)
 
 
 def usage_of_counts(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     """Usage (fraction of codes seen) and perplexity (exp of code entropy) of a (K,) histogram."""
     probs = counts / counts.sum().clamp(min=1)
     entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
-    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+    return {"usage": torch.count_nonzero(counts) / counts.numel(), "perplexity": entropy.exp()}
 
 
 def usage_from_counts(counts: torch.Tensor) -> dict:

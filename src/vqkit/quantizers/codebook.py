@@ -6,7 +6,8 @@ the codebook + commitment losses, the gradient estimator and the usage statistic
 - Distances are computed `distance_chunk` latents at a time, so no (N, K) matrix for all N latents
   is ever held. Always in float32 (autocast is switched off inside).
 - loss = ||sg(h) - q||^2 + beta ||h - sg(q)||^2 (codebook, commitment), plus a subclass's terms.
-- z_q's gradient comes from `cfg.gradient` (estimators.py); its value is exactly the code.
+- z_q's gradient comes from `cfg.gradient` (estimators.py; straight-through is fused with the losses
+  into one autograd node, `_StraightThroughLookup`); its value is exactly the code.
 - In training, usage and perplexity are those of the global batch (summed over processes), so every
   process logs the same numbers.
 
@@ -18,8 +19,34 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Quantizer, QuantizerOutput, usage_stats
+from .base import Quantizer, QuantizerOutput, channel_rows, rows_to_channels, usage_stats
 from .estimators import pass_gradient
+
+
+class _StraightThroughLookup(torch.autograd.Function):
+    """(q = e[idx] with a straight-through gradient to h, codebook + commitment loss) as one autograd
+    node: the same values as `e[idx]`, two `F.mse_loss` and `straight_through`, but backward makes
+    one (N, d) difference instead of two zero-filled mse gradients plus a gather's index_put."""
+
+    @staticmethod
+    def forward(ctx, h, e, idx, beta):
+        q = e[idx]
+        mse = F.mse_loss(q, h)   # bitwise the same as mse(h, q): (q - h)^2 == (h - q)^2
+        ctx.save_for_backward(h, q, idx)
+        ctx.beta, ctx.codes = beta, e.shape[0]
+        return q, mse + beta * mse
+
+    @staticmethod
+    def backward(ctx, g_q, g_loss):
+        h, q, idx = ctx.saved_tensors
+        d = q - h
+        c = g_loss * (2 / max(h.numel(), 1))   # d mse / d q = 2 (q - h) / numel
+        g_h = g_e = None
+        if ctx.needs_input_grad[0]:   # straight-through from z_q, plus the commitment term
+            g_h = torch.addcmul(g_q, d, c * -ctx.beta)
+        if ctx.needs_input_grad[1]:   # scale the (K, d) sum, not the (N, d) rows: K << N
+            g_e = d.new_zeros(ctx.codes, d.shape[1]).index_add_(0, idx, d).mul_(c)
+        return g_h, g_e, None, None
 
 
 class CodebookQuantizer(Quantizer):
@@ -73,8 +100,8 @@ class CodebookQuantizer(Quantizer):
         if z.dim() < 3 or z.shape[1] != self.dim:
             raise ValueError(f"{self.label} expects (B, {self.dim}, ...) latents "
                              f"(channels {self.channels} x dim {self.chunk_dim}), got {tuple(z.shape)}")
-        zl = z.float().movedim(1, -1)                              # (B, *sp, c*dim)
-        return zl.reshape(-1, self.chunk_dim), zl.shape[:-1]      # (N, dim), N = B*prod(sp)*c
+        rows = channel_rows(z.float())                             # (B*prod(sp), c*dim)
+        return rows.reshape(-1, self.chunk_dim), z.shape[:1] + z.shape[2:]   # (N, dim), N = B*prod(sp)*c
 
     def _ids(self, idx: torch.Tensor, lead: torch.Size) -> torch.Tensor:
         indices = idx.reshape(*lead, self.channels)
@@ -87,10 +114,14 @@ class CodebookQuantizer(Quantizer):
             h = self._to_code_space(x)
             e = self._codes()
             idx = self._nearest(h.detach(), e.detach())
-            q = e[idx]
-            loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
-            zq = self._from_code_space(pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk))
-            zq = zq.reshape(*lead, self.dim).movedim(-1, 1)
+            if cfg.gradient == "straight_through":
+                zq, loss = _StraightThroughLookup.apply(h, e, idx, cfg.beta)
+            else:
+                q = e[idx]
+                loss = F.mse_loss(q, h.detach()) + cfg.beta * F.mse_loss(h, q.detach())
+                zq = pass_gradient(cfg.gradient, h, q, e, cfg.distance_chunk)
+            zq = self._from_code_space(zq)
+            zq = rows_to_channels(zq.reshape(-1, self.dim), z.shape)
 
             keep = torch.ones(x.shape[0], dtype=torch.bool, device=z.device)
             if mask is not None:

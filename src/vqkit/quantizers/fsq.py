@@ -13,6 +13,32 @@ import torch
 from .base import Quantizer, QuantizerOutput, usage_stats
 
 
+class _StraightThrough(torch.autograd.Function):
+    """finish(bound(z)) -> (value, *extras) as one autograd node, with FSQ's straight-through gradient:
+    d value / d z = bound'(z) / half_width, whatever finish rounds. A handful of small ops and their
+    autograd records are most of FSQ's time at these sizes; backward takes the same operations in
+    the same order as autograd did through bound(), the round and the rescale: the same bits."""
+
+    @staticmethod
+    def forward(ctx, z, fsq, finish):
+        t = torch.tanh(z + fsq._shift)
+        out = finish(t * fsq._half - fsq._offset)   # (value, *non-differentiable extras)
+        ctx.save_for_backward(t)
+        ctx.fsq = fsq
+        ctx.mark_non_differentiable(*out[1:])
+        return out
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        (t,), fsq = ctx.saved_tensors, ctx.fsq
+        return torch.ops.aten.tanh_backward(g / fsq._half_width * fsq._half, t), None, None
+
+
+def straight_through_bound(fsq: "FSQ", z: torch.Tensor, finish) -> tuple[torch.Tensor, ...]:
+    """(value, *extras) = finish(fsq.bound(z)), the gradient of value straight through to bound(z) / half_width."""
+    return _StraightThrough.apply(z, fsq, finish)
+
+
 class FSQ(Quantizer):
     def __init__(self, levels: list[int], eps: float = 1e-3):
         super().__init__()
@@ -32,6 +58,7 @@ class FSQ(Quantizer):
         self.register_buffer("_offset", offset, persistent=False)
         self.register_buffer("_shift", torch.atanh(offset / half), persistent=False)
         self.register_buffer("_half_width", (lv // 2).float(), persistent=False)
+        self.register_buffer("_half_levels", lv // 2, persistent=False)
         self.codebook_size = math.prod(self.levels_list)   # plain ints: also builds on the meta device
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
@@ -45,26 +72,31 @@ class FSQ(Quantizer):
         if z.shape[1] != self.dim:
             raise ValueError(f"FSQ expects {self.dim} channels (one per level), got shape {tuple(z.shape)}")
         with torch.autocast(device_type=z.device.type, enabled=False):
-            zl = self._channels_last(z.float())
-            bounded = self.bound(zl)
-            rounded = bounded + (torch.round(bounded) - bounded).detach()   # straight-through
-            codes = rounded / self._half_width                               # in [-1, 1]
-            indices = self._codes_to_indices(rounded)
+            codes, indices = straight_through_bound(self, self._channels_last(z.float()), self._finish)
         z_q = codes.movedim(-1, 1)
         stats = usage_stats(indices.detach(), self.codebook_size, mask, across_processes=self.training)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros(()), stats=stats)
 
+    def _finish(self, bounded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # round(b) is the value b + (round(b) - b).detach() had (round(b) - b is exact in floats)
+        grid = torch.round(bounded)
+        return grid / self._half_width, self._grid_to_indices(grid)   # codes in [-1, 1], ids
+
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self._codes_to_indices(torch.round(self.bound(self._channels_last(z.float()))))
+            return self._grid_to_indices(torch.round(self.bound(self._channels_last(z.float()))))
 
     def _codes_to_indices(self, rounded: torch.Tensor) -> torch.Tensor:
-        digits = (rounded + (self.levels // 2)).round().long()   # 0 .. level-1 per dim
+        digits = (rounded + self._half_levels).round().long()   # 0 .. level-1 per dim
         return (digits * self.basis).sum(-1)
+
+    def _grid_to_indices(self, grid: torch.Tensor) -> torch.Tensor:
+        """_codes_to_indices of grid values that are already integers (rounded): no second round."""
+        return ((grid + self._half_levels).long() * self.basis).sum(-1)
 
     def codes_to_indices(self, z_q: torch.Tensor) -> torch.Tensor:
         """(B, dim, ...) quantised latents -> (B, ...) integer codes (inverse of indices_to_codes)."""
-        return self._codes_to_indices(self._channels_last(z_q.float()) * (self.levels // 2).float())
+        return self._codes_to_indices(self._channels_last(z_q.float()) * self._half_width)
 
     def indices_to_grid(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, ...) integer codes -> (B, ..., dim) rounded grid values (-L//2 .. (L-1)//2, as float),
@@ -73,8 +105,8 @@ class FSQ(Quantizer):
             raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
                              f"got range [{int(indices.min())}, {int(indices.max())}]")
         digits = (indices.long().unsqueeze(-1) // self.basis) % self.levels
-        return (digits - self.levels // 2).float()
+        return (digits - self._half_levels).float()
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, ...) integer codes -> (B, dim, ...) quantised latents, exactly as forward produces them."""
-        return (self.indices_to_grid(indices) / (self.levels // 2).float()).movedim(-1, 1)
+        return (self.indices_to_grid(indices) / self._half_width).movedim(-1, 1)

@@ -29,7 +29,7 @@ import torch
 from ..config.quantizer_schema import RFSQConfig
 from ..distributed import all_reduce_sum_
 from .base import Quantizer, QuantizerOutput, code_counts, usage_of_counts
-from .fsq import FSQ
+from .fsq import FSQ, straight_through_bound
 
 
 class ResidualFSQ(Quantizer):
@@ -70,15 +70,24 @@ class ResidualFSQ(Quantizer):
         indices_to_codes, so both give the same bits (stage 0: exactly FSQ's code)."""
         return (grid + self.centre[s]) / self.half_width * self.scale[s]
 
-    def _grids(self, z: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(u, the rounded grid values of every stage), channels last, float32."""
+    def _check(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, dim, ...) -> float32, channels last."""
         if z.dim() < 3 or z.shape[1] != self.dim:
             raise ValueError(f"residual FSQ expects (B, {self.dim}, ...) latents (one channel per level), "
                              f"got shape {tuple(z.shape)}")
-        bounded = self.fsq.bound(z.float().movedim(1, -1))
+        return z.float().movedim(1, -1)
+
+    def _grids_of_bound(self, bounded: torch.Tensor) -> list[torch.Tensor]:
+        """The rounded grid values of every stage, from FSQ's bounded latent (channels last)."""
         u = bounded / self.half_width
         first = torch.round(bounded)   # stage 1 is FSQ's rounding, from its bounded value itself
-        return u, self._residual_grids(u - self._stage_code(first, 0), [first])
+        return self._residual_grids(u - self._stage_code(first, 0), [first])
+
+    def _finish(self, bounded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_q channels last: the sum of the stage codes kept, indices), from the bounded latent."""
+        grids = self._grids_of_bound(bounded)
+        codes = self._kept([self._stage_code(g, s) for s, g in enumerate(grids)])
+        return self._sum(codes), self._stack(grids)
 
     def _residual_grids(self, residual: torch.Tensor, grids: list[torch.Tensor]) -> list[torch.Tensor]:
         """`grids` extended with the stages after them, each rounding what is left of `residual`
@@ -91,7 +100,7 @@ class ResidualFSQ(Quantizer):
         return grids
 
     def _stack(self, grids: list[torch.Tensor]) -> torch.Tensor:
-        indices = torch.stack([self.fsq._codes_to_indices(g) for g in grids], dim=-1)
+        indices = torch.stack([self.fsq._grid_to_indices(g) for g in grids], dim=-1)
         return indices.squeeze(-1) if self.stages == 1 else indices
 
     @staticmethod
@@ -114,17 +123,15 @@ class ResidualFSQ(Quantizer):
     # ---- public API ----------------------------------------------------------------------------
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            u, grids = self._grids(z)
-            codes = self._kept([self._stage_code(g, s) for s, g in enumerate(grids)])
-            # value exactly the sum of the stage codes (u - u.detach() is 0), gradient the identity to u
-            z_q = (self._sum(codes).detach() + (u - u.detach())).movedim(-1, 1)
-            indices = self._stack(grids)
+            # value exactly the sum of the stage codes, gradient the identity to u = bound(z) / half_width
+            z_q, indices = straight_through_bound(self.fsq, self._check(z), self._finish)
+            z_q = z_q.movedim(-1, 1)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros((), dtype=torch.float32),
                                stats=self.stage_stats(indices.detach(), mask))
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self._stack(self._grids(z)[1])
+            return self._stack(self._grids_of_bound(self.fsq.bound(self._check(z))))
 
     def stage_stats(self, indices: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Usage and perplexity over every stage's codes together (as multichannel VQ counts its
