@@ -3,12 +3,13 @@
 Mels: the held-out demo speech (real clips, 2-7 s), log-mels computed once; each way of running the
 tokenizer encodes (and, for encode+decode, decodes to the refined log-mel) every clip, interleaved
 over --repeats rounds; the table gives the median x real time (audio seconds per wall second):
-- files, a model copy per stream: the command line's path per file before this benchmark was
-  written (read block by block, encode_file + the decoder stream, each stream deep-copying the model);
-- files, one at a time: the same path now (the streams share one folded copy);
-- files, batched F: each file read whole, then Tokenizer.encode_batch / decode_batch in batches
-  of at most F frames (what `vqkit encode --batch-frames F` does);
-- in memory, one at a time / batched F: the same on log-mels computed beforehand (the model alone).
+- files, a model copy per stream: the command line's loop one file at a time as it was before this
+  benchmark (read block by block, encode_file + the decoder stream, each stream deep-copying the model);
+- files, one at a time: the same loop now (the streams share one folded copy; `--batch-frames 0`);
+- files, batched F: the command line's batched loop (`vqkit encode --batch-frames F`): files read
+  whole, 16 at a time, then Tokenizer.encode_batch / decode_batch;
+- in memory, one at a time / batched F: encode_batch / decode_batch of one clip at a time, or of
+  all, on log-mels computed beforehand (the model alone).
 The last column compares each way with one at a time from the same input (files or memory).
 Images: 256 px crops of the demo photographs, one at a time against batches of N of one size.
 The vocoder is not timed (bench_mel_tokenizer.py times it). Weights are random: speed only.
@@ -48,41 +49,53 @@ def build(preset: str, overrides: list[str]) -> Tokenizer:
 
 
 def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budgets: list[int], decode: bool) -> dict:
+    """The ways to run, each over every clip. `files` ways go through the command line's own loops
+    (cli/files.py run_files / run_batched, reading every file, writing nothing)."""
+    from vqkit.cli.files import run_batched, run_files
     from vqkit.models import streaming
-    from vqkit.models.audio_files import _frames, encode_file, whole_mel
+    from vqkit.models.audio_files import _frames, encode_file
+    from vqkit.modalities import modality_of
 
     tokens = [tok.encode(m) for m in mels]
+    pairs = [(f, None) for f in files]
+    modality = modality_of(tok)
 
-    def files_path(copy_each: bool):
-        def run():
-            for f in files:
+    def one_file(copy_each: bool):
+        def one(src, dst):
+            if copy_each:
+                streaming._COPIES.clear()
+            t = encode_file(tok, src)
+            if decode:
                 if copy_each:
                     streaming._COPIES.clear()
-                t = encode_file(tok, f)
-                if decode:
-                    if copy_each:
-                        streaming._COPIES.clear()
-                    torch.cat(list(_frames(tok, t, True, None)), -1)
-        return run
+                torch.cat(list(_frames(tok, t, True, None)), -1)
+            return ""
+        return lambda: run_files(pairs, one, quiet=True)
+
+    def files_batched(f: int):
+        def many(signals):
+            t = tok.encode_batch(signals, batch_frames=f)
+            return tok.decode_batch(t, batch_frames=f) if decode else t
+        return lambda: run_batched(pairs, lambda src: modality.read_signal(tok, src, None), many,
+                                   lambda src, dst, r: "", None, quiet=True)
 
     def alone():
         for m, t in zip(mels, tokens):
-            tok.encode(m)
+            tok.encode_batch([m])
             if decode:
-                tok.decode(t)
+                tok.decode_batch([t])
 
-    def batched(f: int, read: bool):
+    def batched(f: int):
         def run():
-            signals = [whole_mel(tok, p) for p in files] if read else mels
-            tok.encode_batch(signals, batch_frames=f)
+            tok.encode_batch(mels, batch_frames=f)
             if decode:
                 tok.decode_batch(tokens, batch_frames=f)
         return run
 
-    ways = {"files, a model copy per stream (before)": files_path(True), "files, one at a time": files_path(False)}
-    ways.update({f"files, batched {f} frames": batched(f, True) for f in budgets})
+    ways = {"files, a model copy per stream (before)": one_file(True), "files, one at a time": one_file(False)}
+    ways.update({f"files, batched {f} frames": files_batched(f) for f in budgets})
     ways["in memory, one at a time"] = alone
-    ways.update({f"in memory, batched {f} frames": batched(f, False) for f in budgets})
+    ways.update({f"in memory, batched {f} frames": batched(f) for f in budgets})
     return ways
 
 
@@ -91,9 +104,9 @@ def image_ways(tok: Tokenizer, images: list[torch.Tensor], sizes: list[int], dec
 
     def alone():
         for x, t in zip(images, tokens):
-            tok.encode(x)
+            tok.encode_batch([x])
             if decode:
-                tok.decode(t)
+                tok.decode_batch([t])
 
     def batched(n: int):
         def run():

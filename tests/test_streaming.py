@@ -87,9 +87,10 @@ def test_causal_stream_batched_and_independent():
 
 
 def test_a_stream_runs_its_own_copy_with_weight_norm_folded():
-    """Streams fold weight norm into plain weights on their own copy: same values, the original
-    model untouched (removing a parametrization in place would break the shared generated class),
-    and training the original later does not change a running stream."""
+    """Streams fold weight norm into plain weights on their own copy: same tokens, the same frames
+    within float rounding (the copy's refiner runs channels-last), the original model untouched
+    (removing a parametrization in place would break the shared generated class), and training the
+    original later does not change a running stream. Streams share the copy until a weight changes."""
     from vqkit.models.streaming import inference_copy
 
     tok = tokenizer(model__causal=True, model__backbone__downsample=2)
@@ -98,14 +99,18 @@ def test_a_stream_runs_its_own_copy_with_weight_norm_folded():
     copied = inference_copy(tok)
     folded = [m for m in copied.modules() if hasattr(m, "parametrizations")]
     assert not folded and any(hasattr(m, "parametrizations") for m in tok.modules())
-    assert torch.equal(copied.encode(x), tokens) and torch.equal(copied.decode(tokens), frames)
+    assert torch.equal(copied.encode(x), tokens) and (copied.decode(tokens) - frames).abs().max() < 1e-5
     assert torch.equal(tok.encode(x), tokens) and torch.equal(tok.decode(tokens), frames)   # original intact
+    assert inference_copy(tok) is copied   # made once, then shared
     enc = tok.stream_encoder()
     first = enc.push(x[..., :30])
     with torch.no_grad():
         for p in tok.encoder.parameters():
             p.add_(1.0)
     assert torch.equal(torch.cat([first, enc.push(x[..., 30:]), enc.flush()], -1), tokens)
+    fresh = inference_copy(tok)   # the weights changed in place: a new copy, with the new weights
+    assert fresh is not copied and not torch.equal(fresh.encode(x), tokens)
+    assert torch.equal(fresh.encode(x), tok.encode(x))
 
 
 def test_one_stream_at_a_time_per_state():

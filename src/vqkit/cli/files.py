@@ -21,7 +21,7 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
         add_max_pixels(p)
         p.add_argument("--batch-frames", type=int, default=None, metavar="F",
                        help="mel tokenizers: files go through the model in padded batches of at most F mel frames, "
-                            "each file's tokens equal to encoding it alone (default 8192; 0: one file at a time)")
+                            "each file's tokens equal to encoding it alone (default 2048; 0: one file at a time)")
         p.add_argument("--batch-images", type=int, default=None, metavar="N",
                        help="image tokenizers: up to N images of one size per batch (default 8; 0: one at a time)")
     if writes_signals:
@@ -104,16 +104,20 @@ def batch_size(args, tok) -> dict | None:
     return None if n == 0 else {mine: n}
 
 
-def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead: int = 64) -> int:
+def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead: int = 16) -> int:
     """run_files for models that take batches: read(src) -> signal (None: the file goes alone through
     single(src, dst)); many(signals) -> one result each, in batches; done(src, dst, result) -> line.
-    Files are read `read_ahead` at a time (memory stays bounded); a group whose batch fails is run again
-    one file at a time, so a failure names its file. Every failure is reported and counted."""
+    Files are read `read_ahead` at a time (memory stays bounded; reading the next group in a thread
+    beside the model was slower on 2 cores); a group whose batch fails is run again one file at a
+    time, so a failure names its file. Every failure is reported and counted, in the order of the files."""
     failed = 0
     for g in range(0, len(pairs), read_ahead):
         group = pairs[g: g + read_ahead]
-        results = [_attempt(lambda src=src, dst=dst: _read_one(read, single, src, dst)) for src, dst in group]
-        batch = [k for k, r in enumerate(results) if r[0] and r[1] is not None and not isinstance(r[1], str)]
+        results = [_attempt(lambda src=src: read(src)) for src, _ in group]
+        batch = [k for k, (ok, signal) in enumerate(results) if ok and signal is not None]
+        for k, (ok, signal) in enumerate(results):
+            if ok and signal is None:   # a file that goes alone
+                results[k] = _attempt(lambda: single(*group[k]))
         try:
             outs = many([results[k][1] for k in batch]) if batch else []
         except Exception:
@@ -133,12 +137,6 @@ def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead
     if len(pairs) > 1:
         log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
     return 1 if failed == len(pairs) else 0
-
-
-def _read_one(read, single, src: Path, dst: Path):
-    """The file's signal, or (a file that goes alone) the line of having done it already."""
-    signal = read(src)
-    return single(src, dst) if signal is None else signal
 
 
 def _attempt(fn):

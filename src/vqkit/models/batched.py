@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-DEFAULT_BATCH_FRAMES = 8192   # mel frames per batch (x 80 mels x 64 channels: ~170 MB per activation)
+DEFAULT_BATCH_FRAMES = 2048   # mel frames per batch: larger ones ran slower on CPU (benchmarks/bench_batch_inference.py)
 DEFAULT_BATCH_IMAGES = 8
 
 

@@ -82,14 +82,16 @@ class UNet2d(nn.Module):
             self.lags = nn.ModuleList(Held(1) for _ in range(self.levels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last) and self.stem.weight.shape[1] > 1:
+            x = x.contiguous(memory_format=torch.channels_last)   # weights made channels-last (inference copies)
         if self.causal:   # whole pairs and a one-frame lag fit any length: nothing to pad
-            return self._forward(x)
+            return self._forward(x).contiguous()
         h_in, w_in = x.shape[-2:]
         fh, fw = self.pool[0] ** self.levels, self.pool[1] ** self.levels
         ph, pw = (-h_in) % fh, (-w_in) % fw
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return self._forward(x)[..., :h_in, :w_in]
+        return self._forward(x)[..., :h_in, :w_in].contiguous()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.stem(x)
