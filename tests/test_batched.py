@@ -146,3 +146,20 @@ def test_cli_refuses_the_other_modalitys_batch_option(ckpt_21, tmp_path, capsys)
 def ckpt_21(tmp_path_factory):
     tok = tokenizer(3, model__backbone__downsample=4, model__mel__n_mels=80)
     return tok.save_pretrained(tmp_path_factory.mktemp("ckpt") / "mel21")
+
+
+@pytest.mark.parametrize("preset", ["vqgan", "movq", "vit-vq", "convnext-vq", "seqgan-phase2"])
+def test_every_image_preset_batches_like_one_at_a_time(preset):
+    """The batch path's copy runs channels-last: every image backbone gives the same tokens and,
+    within float rounding, the same images as Tokenizer.encode / decode."""
+    from test_image_tokenizer import tiny
+    from vqkit.models.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    tok = Tokenizer(tiny(preset)).eval()
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, 32, 48, generator=g) * 2 - 1 for _ in range(3)]
+    tokens = tok.encode_batch(images, batch_images=2)
+    assert all(torch.equal(t, tok.encode(x)) for x, t in zip(images, tokens))
+    for t, y in zip(tokens, tok.decode_batch(tokens, batch_images=3)):
+        assert (y - tok.decode(t)).abs().max() < 1e-4

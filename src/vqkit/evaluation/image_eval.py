@@ -21,9 +21,6 @@ def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tens
     return x[..., top: top + th, left: left + tw]
 
 
-BATCH = 8   # held-out centre crops of one size per forward pass
-
-
 class ImageAccumulator:
     """Adds images (compute in batches, then add_computed one by one; or add); memory stays bounded. Optional extras: `lpips` (a module taking two
     image batches in [-1, 1]) and `fid` = (inception network, FeatureStats real, FeatureStats recon)."""
@@ -49,9 +46,9 @@ class ImageAccumulator:
 
     @torch.no_grad()
     def compute(self, imgs: list[torch.Tensor]) -> list[dict]:
-        """The model's outputs for images, centre crops of one size batched together (BATCH at most);
-        nothing is counted until add_computed."""
-        from ..models.batched import same_size
+        """The model's outputs for images, centre crops of one size batched together (as many as
+        encode_batch puts in a batch on this device); nothing is counted until add_computed."""
+        from ..models.batched import default_batch_images, same_size
 
         model = self.model
         xs = [_center_crop(img.float(), self.crop, model.downsample).to(model.norm_mean.device) for img in imgs]
@@ -60,7 +57,7 @@ class ImageAccumulator:
             out = model(model.pad_to_multiple(xb))
             return out.draft, out.refined, out.indices
 
-        outs = same_size(xs, BATCH, run)
+        outs = same_size(xs, default_batch_images(model), run)
         return [{"x": x, "draft": d, "refined": r, "indices": i} for x, (d, r, i) in zip(xs, outs)]
 
     def add_computed(self, r: dict) -> dict:

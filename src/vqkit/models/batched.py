@@ -6,7 +6,8 @@ so all but its last outputs see exactly what they see alone; the outputs within 
 of a clip's end would see the padding of the longer clips instead of the end, so they are computed
 again from a short window that ends where the clip ends (the window by window rule of
 nn/streaming.py's WindowedRunner). Those end windows have one length for every clip longer than
-them, so they too run as batches. Images: batches of images of one size (no padding at all).
+them, so they too run as batches; the longest clips of a batch (no padding) and clips shorter
+than an end window need none. Images: batches of images of one size (no padding at all).
 
     tokens = encode_batch(tok, [mel_a, mel_b])            # list of (T'[, c]) tensors
     mels = decode_batch(tok, tokens, refined=True)        # list of (n_mels, T' * downsample)
@@ -22,7 +23,11 @@ from typing import Callable, Sequence
 import torch
 
 DEFAULT_BATCH_FRAMES = 2048   # mel frames per batch: larger ones ran slower on CPU (benchmarks/bench_batch_inference.py)
-DEFAULT_BATCH_IMAGES = 8
+DEFAULT_BATCH_IMAGES = {"cpu": 1, "cuda": 8}   # per device type: batches of images ran slower on CPU
+
+
+def default_batch_images(tok) -> int:
+    return DEFAULT_BATCH_IMAGES.get(tok.norm_mean.device.type, 8)
 
 
 def plan_batches(sizes: Sequence[int], budget: int) -> list[list[int]]:
@@ -74,20 +79,22 @@ def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], items: list[torch.Te
     f = field
     out: list[list[torch.Tensor]] = [[] for _ in items]
     units = [x.shape[-1] // f.unit for x in items]
-    body = [max(0, n - f.future) for n in units]    # units whose outputs the padding cannot reach
-    # the end of each clip: a window from `start` (aligned, `past` units before the first output it
-    # gives) to the clip's end, where fn pads exactly as it pads the whole clip. A clip whose window
-    # would start at 0 is run whole in this step only (its body would be computed twice).
+    plan = plan_batches([x.shape[-1] for x in items], budget)
+    # the longest clips of a batch get no padding: all their outputs come from the batch
+    full = {i for batch in plan for i in batch if units[i] == max(units[j] for j in batch)}
+    # the others' outputs before `body` are out of the padding's reach; the rest come from a window
+    # from `start` (aligned, `past` units before the first output it gives) to the clip's end, where fn
+    # pads exactly as it pads the whole clip. A clip whose window would start at 0 runs whole there.
+    body = [n if i in full else max(0, n - f.future) for i, n in enumerate(units)]
     start = [max(0, (b - f.past) // f.align * f.align) for b in body]
-    padded = [i for i in range(len(items)) if start[i] > 0]
-    for batch in plan_batches([items[i].shape[-1] for i in padded], budget):
-        idx = [padded[k] for k in batch]
+    for i in range(len(items)):
+        if i not in full and start[i] == 0:
+            body[i] = 0
+    for batch in plan:
+        idx = [i for i in batch if body[i] > 0]
         y = fn(_pad_stack([items[i] for i in idx], pad_value))
         for row, i in enumerate(idx):
             out[i].append(y[row, ..., : body[i] * f.ratio])
-    for i in range(len(items)):
-        if start[i] == 0:
-            body[i] = 0
     todo = [i for i in range(len(items)) if body[i] < units[i]]
     for batch in _same_length([units[i] - start[i] for i in todo], max(1, budget // f.unit)):
         idx = [todo[k] for k in batch]
@@ -106,7 +113,7 @@ def _check(tok, xs: Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAULT_BATCH_FRAMES,
-                 batch_images: int = DEFAULT_BATCH_IMAGES) -> list[torch.Tensor]:
+                 batch_images: int | None = None) -> list[torch.Tensor]:
     """Signals (mels (n_mels, T) or images (C, H, W), natural units) -> each one's tokens, equal to
     `tok.encode(signal)`, computed in batches of at most `batch_frames` padded frames (mels) or
     `batch_images` images of one size."""
@@ -126,7 +133,7 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
         return []
     model = inference_copy(tok)
     if tok.spatial_dims == 2:
-        return same_size(checked, batch_images, model._encode_clip)
+        return same_size(checked, batch_images or default_batch_images(tok), model._encode_clip)
     if not tok.bounded or any(tok._long(x.shape[-1]) for x in checked):
         return [tok.encode(x) for x in checked]   # whole-clip models and very long clips go alone
     ctx, d = tok.time_context, tok.downsample
@@ -140,7 +147,7 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
 
 @torch.no_grad()
 def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stages: int | None = None,
-                 batch_frames: int = DEFAULT_BATCH_FRAMES, batch_images: int = DEFAULT_BATCH_IMAGES) -> list[torch.Tensor]:
+                 batch_frames: int = DEFAULT_BATCH_FRAMES, batch_images: int | None = None) -> list[torch.Tensor]:
     """Each one's tokens -> its signal, equal to `tok.decode(tokens, refined, stages)`, in batches of
     at most `batch_frames` output frames (mels) or `batch_images` token grids of one size."""
     from .streaming import _time_back, _time_last, inference_copy
@@ -158,7 +165,7 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     model = inference_copy(tok)
     use_refiner = refined and model.refiner is not None
     if tok.spatial_dims == 2:
-        return same_size([t.long() for t in tokens], batch_images, lambda t: model._decode_clip(t, use_refiner, stages))
+        return same_size([t.long() for t in tokens], batch_images or default_batch_images(tok), lambda t: model._decode_clip(t, use_refiner, stages))
     if not tok.bounded or any(tok._long(t.shape[0] * tok.downsample) for t in tokens):
         return [tok.decode(t, refined, stages) for t in tokens]
     ctx, d = tok.time_context, tok.downsample

@@ -46,8 +46,10 @@ def inference_copy(tokenizer):
             m.__class__ = m.__class__.__bases__[0]
             for name, value in values.items():
                 m.register_parameter(name, torch.nn.Parameter(value, requires_grad=False))
-    if model.refiner is not None:   # its 3x3 convolutions over few channels run 1.5-3x faster channels-last on CPU
-        model.refiner.unet.to(memory_format=torch.channels_last)
+    # 2-D convolutions run faster channels-last on CPU: the refiner's 3x3 ones over 8-24 channels
+    # 1.5-3x per item (and no slower per item in a batch), an image model's ~10%
+    (model if model.spatial_dims == 2 else model.refiner.unet if model.refiner is not None else torch.nn.Module()).to(
+        memory_format=torch.channels_last)
     cache[threading.get_ident()] = (key, model)
     return model
 

@@ -214,7 +214,7 @@ class Tokenizer(nn.Module):
         from . import batched
 
         return batched.encode_batch(self, signals, batch_frames or batched.DEFAULT_BATCH_FRAMES,
-                                    batch_images or batched.DEFAULT_BATCH_IMAGES)
+                                    batch_images or batched.default_batch_images(self))
 
     def decode_batch(self, tokens, refined: bool = True, stages: int | None = None, batch_frames: int | None = None,
                      batch_images: int | None = None) -> list:
@@ -222,7 +222,7 @@ class Tokenizer(nn.Module):
         from . import batched
 
         return batched.decode_batch(self, tokens, refined, stages, batch_frames or batched.DEFAULT_BATCH_FRAMES,
-                                    batch_images or batched.DEFAULT_BATCH_IMAGES)
+                                    batch_images or batched.default_batch_images(self))
 
     # ---- audio in, audio out (models/waveforms.py) ----------------------------------------
     def encode_audio(self, waveform, sample_rate: int, lengths=None):
