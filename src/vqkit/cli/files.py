@@ -23,8 +23,8 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
                        help="mel tokenizers: files go through the model in padded batches of at most F mel frames, "
                             "each file's tokens equal to encoding it alone (default 2048; 0: one file at a time)")
         p.add_argument("--batch-images", type=int, default=None, metavar="N",
-                       help="image tokenizers: up to N images of one size per batch (default: 1 on CPU, where batches ran "
-                            "slower, 8 on a GPU; 0: one at a time)")
+                       help="image tokenizers: up to N images of one size per batch (default: 1 on CPU, where "
+                            "batches ran slower, 8 on a GPU; 0: one at a time)")
     if writes_signals:
         p.add_argument("--vocoder", choices=["auto", "hifigan", "griffin-lim"], default="auto")
         p.add_argument("--draft", action="store_true", help="use the decoder draft, not the refined output")

@@ -22,8 +22,9 @@ def _center_crop(x: torch.Tensor, size: int | None, multiple: int) -> torch.Tens
 
 
 class ImageAccumulator:
-    """Adds images (compute in batches, then add_computed one by one; or add); memory stays bounded. Optional extras: `lpips` (a module taking two
-    image batches in [-1, 1]) and `fid` = (inception network, FeatureStats real, FeatureStats recon)."""
+    """Adds images (compute in batches, then add_computed one by one; or add); memory stays bounded.
+    Optional extras: `lpips` (a module taking two image batches in [-1, 1]) and `fid` = (inception
+    network, FeatureStats real, FeatureStats recon)."""
 
     def __init__(self, model, crop: int | None = None, lpips=None, inception=None):
         self.model, self.crop, self.lpips, self.inception = model, crop, lpips, inception

@@ -89,7 +89,7 @@ def graph_specs(tok) -> dict:
                     "outputs": outputs,
                     "notes": (f"tokens: ids in [0, {tok.codebook_size}), not checked inside the graph (check "
                               "them first); output in the same units as the encoder's input"
-                              + (f", refined; draft: the decoder's output before the refiner" if tok.refiner
+                              + (", refined; draft: the decoder's output before the refiner" if tok.refiner
                                  is not None else "")
                               + (f"; every one of the {tok.stages} stages is decoded" if tok.stages else ""))},
     }

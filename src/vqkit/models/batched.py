@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-DEFAULT_BATCH_FRAMES = 2048   # mel frames per batch: larger ones ran slower on CPU (benchmarks/bench_batch_inference.py)
+DEFAULT_BATCH_FRAMES = 2048   # mel frames per batch: larger ran slower on CPU (bench_batch_inference.py)
 DEFAULT_BATCH_IMAGES = {"cpu": 1, "cuda": 8}   # per device type: batches of images ran slower on CPU
 
 
@@ -127,7 +127,8 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
         except ValueError as e:
             raise ValueError(f"item {k}: {e}") from None
         if not single:
-            raise ValueError(f"item {k}: expected one signal {tok.config.model.input_shape_text()}, got {tuple(s.shape)}")
+            raise ValueError(f"item {k}: expected one signal {tok.config.model.input_shape_text()}, "
+                             f"got {tuple(s.shape)}")
         checked.append(tok.pad_to_multiple(x)[0])
     if not checked:
         return []
@@ -137,7 +138,7 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
     if not tok.bounded or any(tok._long(x.shape[-1]) for x in checked):
         return [tok.encode(x) for x in checked]   # whole-clip models and very long clips go alone
     ctx, d = tok.time_context, tok.downsample
-    # token j reads frames [d*j - past, d*j + d - 1 + future]: in tokens, ceil(past / d) before, ceil(future / d) after
+    # token j reads frames [d*j - past, d*j + d - 1 + future]: ceil(past / d) tokens before, ceil(future / d) after
     field = Field(unit=d, ratio=1, past=-(-ctx.encoder_past // d), future=-(-ctx.encoder_future // d),
                   align=max(1, ctx.align // d))
     tokens = run_batched(lambda x: _time_last(model, model._encode_clip(x)), checked, field,
@@ -165,7 +166,8 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     model = inference_copy(tok)
     use_refiner = refined and model.refiner is not None
     if tok.spatial_dims == 2:
-        return same_size([t.long() for t in tokens], batch_images or default_batch_images(tok), lambda t: model._decode_clip(t, use_refiner, stages))
+        return same_size([t.long() for t in tokens], batch_images or default_batch_images(tok),
+                         lambda t: model._decode_clip(t, use_refiner, stages))
     if not tok.bounded or any(tok._long(t.shape[0] * tok.downsample) for t in tokens):
         return [tok.decode(t, refined, stages) for t in tokens]
     ctx, d = tok.time_context, tok.downsample
