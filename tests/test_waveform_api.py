@@ -116,6 +116,12 @@ def test_each_item_of_a_batch_gets_the_tokens_it_gets_alone(toks, kind):
             assert (tokens[i, a.shape[0]:] == PAD_TOKEN).all()
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to the float rounding of another convolution kernel (log-mels within ~1e-6,
+    Griffin-Lim audio within ~4e-5 here)."""
+    return a.shape == b.shape and float((a - b).abs().max()) < 1e-3   # refined vs draft: ~1e-2
+
+
 @pytest.mark.parametrize("kind", ["plain", "rfsq"])
 def test_decode_audio_mirrors_encode_audio_and_is_the_vocoder_on_decode(toks, kind):
     tok, _ = toks[kind]
@@ -124,7 +130,7 @@ def test_decode_audio_mirrors_encode_audio_and_is_the_vocoder_on_decode(toks, ki
     hop = tok.config.model.mel.hop_length
     one, sr = tok.decode_audio(tokens[0], vocoder="griffin-lim")
     assert sr == SR and one.dtype == torch.float32 and one.shape == (tokens[0].shape[0] * tok.downsample * hop,)
-    assert torch.equal(one, voc(tok.decode(tokens[0])))
+    assert close(one, voc(tok.decode(tokens[0])))   # decode_audio's batches run channels-last: float rounding
 
     listed, sr = tok.decode_audio(tokens, vocoder=voc)
     assert sr == SR and torch.equal(listed[0], one)
@@ -137,7 +143,7 @@ def test_decode_audio_mirrors_encode_audio_and_is_the_vocoder_on_decode(toks, ki
         assert torch.equal(audio[i, : a.shape[0]], a) and not audio[i, a.shape[0]:].any()
     # numpy tokens, and the draft (refined=False) is the decoder's
     draft, _ = tok.decode_audio(tokens[1].numpy(), vocoder="griffin-lim", refined=False)
-    assert torch.equal(draft, voc(tok.decode(tokens[1], refined=False)))
+    assert close(draft, voc(tok.decode(tokens[1], refined=False)))
 
 
 def test_stages_pass_through_to_decode(toks):
@@ -145,7 +151,7 @@ def test_stages_pass_through_to_decode(toks):
     tokens = tok.encode_audio(speechlike(0.6), SR)
     voc = vocoder_for(tok.config.model.mel, prefer="griffin-lim")
     first, _ = tok.decode_audio(tokens, vocoder=voc, stages=1)
-    assert torch.equal(first, voc(tok.decode(tokens, stages=1)))
+    assert close(first, voc(tok.decode(tokens, stages=1)))
     assert not torch.equal(first, tok.decode_audio(tokens, vocoder=voc)[0])
     with pytest.raises(ValueError, match=r"stages=3: .*2 stages"):
         tok.decode_audio(tokens, stages=3)
