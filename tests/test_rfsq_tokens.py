@@ -241,3 +241,20 @@ def test_rfsq_end_to_end_through_the_command_line(demo_dir, tmp_path, capsys):
     Tokenizer(load_config("mqgan-refiner", overrides=TINY)).save_pretrained(fsq)
     assert main(["reconstruct", str(fsq), str(wav), "-o", str(tmp_path / "y.wav"), "--stages", "1"]) == 2
     assert "needs a residual quantiser" in capsys.readouterr().err
+
+
+def test_eval_scores_the_output_of_the_first_k_stages(tok):
+    """`vqkit eval` (MelAccumulator) reports the error of the output decoded from the first k stages,
+    each equal to decoding the tokens with stages=k, and their bit rates; the last k is refined_*."""
+    from vqkit.evaluation.mel_eval import evaluate_mels
+
+    g = torch.Generator().manual_seed(0)
+    mels = [-5 + 2 * torch.randn(N_MELS, n, generator=g) for n in (40, 97)]
+    metrics, examples = evaluate_mels(tok, mels)
+    for k in (1, 2):
+        errors = [(tok.decode(tok.encode(m), stages=k)[:, : m.shape[-1]] - m).abs().mean(0).sum() for m in mels]
+        assert metrics[f"stages_{k}_l1"] == pytest.approx(float(sum(errors)) / 137, rel=1e-5)
+        assert metrics[f"stages_{k}_bits_per_second"] == pytest.approx(tok.bits_per_second * k / 3)
+    assert "stages_3_l1" not in metrics and metrics["stages_3_bits_per_second"] == pytest.approx(tok.bits_per_second)
+    assert metrics["stages_1_l1"] != metrics["stages_2_l1"] != metrics["refined_l1"]
+    assert set(examples[0]) == {"original", "draft", "refined"}   # pictures and audio stay those of every stage

@@ -56,7 +56,7 @@ def run(args) -> int:
                              checkpoint=args.checkpoint, log=log, progress=not args.no_progress,
                              max_pixels=args.max_pixels)
     m = record["metrics"]
-    keys = modality.summary_keys
+    keys = modality.summary_keys + tuple(k for k in m if k.startswith("stages_"))   # residual quantisers, per k
     log(json.dumps({k: (round(m[k], 4) if isinstance(m[k], float) else m[k]) for k in keys if k in m}, indent=1))
     log(f"report written to {out} (index.html, metrics.json; {record['data']['files']} files"
         + (f", {sum(record['data']['skipped'].values())} skipped" if record["data"]["skipped"] else "") + ")")

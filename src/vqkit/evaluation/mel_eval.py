@@ -1,6 +1,7 @@
 """Held-out evaluation of a mel tokenizer: reconstruction error in natural log-mel units (nats) and
 oversmoothing measures (evaluation/oversmoothing.py) for the draft and the refined output, codebook
-usage and perplexity over all held-out tokens, rates."""
+usage and perplexity over all held-out tokens, rates. Residual quantisers also get the error of the
+output decoded from the first k stages (`stages_k_l1`, `stages_k_mse`, `stages_k_bits_per_second`)."""
 from __future__ import annotations
 
 import math
@@ -39,6 +40,8 @@ class MelAccumulator:
         outputs = {"draft": model.decode_batch(tokens, refined=False)}
         if model.refiner is not None:
             outputs["refined"] = model.decode_batch(tokens)
+        for k in range(1, model.stages or 1):   # residual quantisers: the output from the first k stages
+            outputs[f"stages_{k}"] = model.decode_batch(tokens, stages=k)
         n = [x.shape[-1] for x in xs]
         return [{"x": x, "tokens": t, **{k: v[i][:, : n[i]] for k, v in outputs.items()}}
                 for i, (x, t) in enumerate(zip(xs, tokens))]
@@ -50,14 +53,19 @@ class MelAccumulator:
         outputs = {k: r[k] for k in ("draft", "refined") if k in r}
         original = x.cpu().numpy()
         for name, y in outputs.items():
-            self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - x).pow(2).mean(0).sum())
-            self.sums[f"{name}_l1"] = self.sums.get(f"{name}_l1", 0.0) + float((y - x).abs().mean(0).sum())
+            self._errors(name, x, y)
             self.smoothing.setdefault(name, OversmoothingAccumulator()).add(original, y.cpu().numpy())
+        for name in (k for k in r if k.startswith("stages_")):   # errors only: the example shows every stage
+            self._errors(name, x, r[name])
         self.frames += n
         self.clips += 1
         self.code_counts += torch.bincount(tokens[: math.ceil(n / model.downsample)].reshape(-1).cpu(),
                                            minlength=model.codebook_size)
         return {"original": original, **{k: v.cpu().numpy() for k, v in outputs.items()}}
+
+    def _errors(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.sums[f"{name}_mse"] = self.sums.get(f"{name}_mse", 0.0) + float((y - x).pow(2).mean(0).sum())
+        self.sums[f"{name}_l1"] = self.sums.get(f"{name}_l1", 0.0) + float((y - x).abs().mean(0).sum())
 
     def result(self) -> dict:
         if not self.clips:
@@ -69,6 +77,8 @@ class MelAccumulator:
         metrics.update(usage_from_counts(self.code_counts))
         metrics.update(tokens_per_second=model.tokens_per_second, bits_per_second=model.bits_per_second,
                        clips=self.clips, seconds=self.frames / model.config.model.mel.frames_per_second)
+        for k, bits in (model.bits_per_second_by_stages() or {}).items():
+            metrics[f"stages_{k}_bits_per_second"] = bits   # the last k is the whole output (refined_*)
         return metrics
 
 
