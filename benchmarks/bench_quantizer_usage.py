@@ -33,6 +33,7 @@ VARIANTS: dict[str, list[str]] = {
     "vq rotation trick": PLAIN + ["model.quantizer.gradient=rotation"],
     "vq index backprop": PLAIN + ["model.quantizer.gradient=index_backprop"],
     "lfq": ["model.quantizer={kind: lfq, dim: 14}"],
+    "lfq entropy 0.5": ["model.quantizer={kind: lfq, dim: 14, entropy_weight: 0.5}"],   # 5x MAGVIT-v2's weight
     "bsq": ["model.quantizer={kind: bsq, dim: 14}"],
     "fsq": ["model.quantizer={kind: fsq, levels: [8, 8, 8, 8, 4]}"],
 }
