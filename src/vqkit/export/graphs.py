@@ -13,8 +13,9 @@ runs `distance_chunk` rows at a time in a Python loop over the input's length (a
 the number of chunks). The functions here compute the same numbers with the quantisers' own
 buffers and helpers (bound, _stage_code, _codes, _to_code_space, ...), in one pass; the tests
 compare every exported graph's ids with the tokenizer's. (A codebook search in onnxruntime can
-still pick the other code of an exact float32 near-tie: its matrix product adds in another order.) The ids are not range-checked inside the
-decoder graph: the runtime checks them against `codebook_size` (export.json).
+still pick the other code of an exact float32 near-tie: its matrix product adds in another order.)
+The ids are not range-checked inside the decoder graph: the runtime checks them against
+`codebook_size` (export.json).
 """
 from __future__ import annotations
 
