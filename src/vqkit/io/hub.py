@@ -126,9 +126,14 @@ def table(rows: list[tuple[str, object]], header: tuple[str, str] = ("", "")) ->
     return "\n".join(lines)
 
 
-def render_card(meta: dict, title: str, intro: str, sections: list[tuple[str, str]]) -> str:
-    """A model card: YAML front matter (library_name, license, tags, ...), `# title`, an intro line,
-    then one `## heading` per (heading, Markdown body); sections with an empty body are left out."""
+def render_card(title: str, intro: str, sections: list[tuple[str, str]], license: str | None,
+                tags: list[str]) -> str:
+    """A model card: YAML front matter (library_name vqkit, license (`other` when not stated), tags
+    after "vqkit"), `# title`, an intro line, then one `## heading` per (heading, Markdown body) and
+    the licence; sections with an empty body are left out."""
+    meta = {"library_name": "vqkit", "license": license or "other", "tags": ["vqkit", *tags]}
+    sections = [*sections, ("Licence", f"Weights: {license}." if license else
+                            "The uploader has not stated a licence for these weights (license: other).")]
     front = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     body = "".join(f"\n## {head}\n\n{text.strip()}\n" for head, text in sections if text and text.strip())
     return f"---\n{front}---\n\n# {title}\n\n{intro.strip()}\n{body}"

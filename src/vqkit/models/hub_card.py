@@ -88,17 +88,11 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
               "image_back = tok.decode(tokens)\n")
            + f"```\n\nOr on the command line: `vqkit info {repo_id}`, `vqkit encode {repo_id} INPUT -o OUT`, "
              f"`vqkit decode {repo_id} TOKENS -o OUT`.")
-    meta = {"library_name": "vqkit", "license": license or "other",
-            "tags": ["vqkit", "tokenizer", "vector-quantization", "audio" if kind == "mel" else "image",
-                     *(["mel-spectrogram"] if kind == "mel" else []), q.kind]}
-    return render_card(meta, repo_id, f"A vqkit {kind} tokenizer: {q.describe()}, {m.backbone.kind} backbone.", [
-        ("Model", model),
-        ("Training data", training),
-        ("Held-out metrics", metrics),
-        ("Use", use),
-        ("Licence", f"Weights: {license}." if license else
-         "The uploader has not stated a licence for these weights (license: other)."),
-    ])
+    tags = ["tokenizer", "vector-quantization", "audio" if kind == "mel" else "image",
+            *(["mel-spectrogram"] if kind == "mel" else []), q.kind]
+    return render_card(repo_id, f"A vqkit {kind} tokenizer: {q.describe()}, {m.backbone.kind} backbone.",
+                       [("Model", model), ("Training data", training), ("Held-out metrics", metrics), ("Use", use)],
+                       license, tags)
 
 
 def stage_tokenizer(tok, directory: str | Path, repo_id: str, **card) -> Path:

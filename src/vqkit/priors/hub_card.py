@@ -46,16 +46,10 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
            f"   # its tokenizer_id must be {meta_['tokenizer_id']}\n"
            f"tokens = prior.generate(4)\nsignals = tok.decode(tokens)\n```\n\n"
            f"Or: `vqkit sample {repo_id} --tokenizer {tok} -n 16 -o OUT`.")
-    meta = {"library_name": "vqkit", "license": license or "other",
-            "tags": ["vqkit", "token-prior", m.kind, "audio" if meta_["modality"] == "mel" else "image"]}
-    return render_card(meta, repo_id, f"A vqkit {m.kind} prior over the tokens of a {meta_['modality']} tokenizer.", [
-        ("Model", model),
-        ("Training data", data or "Not recorded with this checkpoint."),
-        ("Held-out metrics", metrics),
-        ("Use", use),
-        ("Licence", f"Weights: {license}." if license else
-         "The uploader has not stated a licence for these weights (license: other)."),
-    ])
+    tags = ["token-prior", m.kind, "audio" if meta_["modality"] == "mel" else "image"]
+    return render_card(repo_id, f"A vqkit {m.kind} prior over the tokens of a {meta_['modality']} tokenizer.",
+                       [("Model", model), ("Training data", data or "Not recorded with this checkpoint."),
+                        ("Held-out metrics", metrics), ("Use", use)], license, tags)
 
 
 def stage_prior(prior, directory: str | Path, repo_id: str, **card) -> Path:
