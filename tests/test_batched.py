@@ -96,6 +96,8 @@ def test_bad_batches_say_what_is_wrong():
         tok.encode_batch([mel(50), torch.full((20, 50), float("nan"))])
     with pytest.raises(ValueError, match="item 0: expected one signal"):
         tok.encode_batch([mel(50, batch=(2,))])
+    with pytest.raises(ValueError, match=r"item 0: tokens of shape \(3, 2\) do not fit this tokenizer"):
+        tok.decode_batch([torch.zeros(3, 2, dtype=torch.long)])
     with pytest.raises(ValueError, match="item 1: no tokens"):
         tok.decode_batch([tok.encode(mel(40)), torch.zeros(0, dtype=torch.long)])
     assert tok.encode_batch([]) == []

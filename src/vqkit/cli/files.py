@@ -75,17 +75,21 @@ def _failure(src: Path, dst: Path, e: Exception) -> str:
 def run_files(pairs, fn, quiet: bool = False) -> int:
     """Apply fn to every pair; a file that fails in any way (MemoryError too) is reported and
     counted, the rest still run. Only KeyboardInterrupt / SystemExit stop the loop."""
-    failed = 0
-    for src, dst in pairs:
-        try:
-            done = fn(src, dst)
-            if not quiet:
-                log(done)
-        except Exception as e:
-            if os.environ.get("VQKIT_DEBUG"):
-                raise
-            failed += 1
-            log(_failure(src, dst, e))
+    failed = sum(_report(src, dst, _attempt(lambda: fn(src, dst)), quiet) for src, dst in pairs)
+    return _summary(pairs, failed)
+
+
+def _report(src: Path, dst: Path, outcome: tuple[bool, object], quiet: bool) -> bool:
+    """Log one file's (ok, line or exception); True when it failed."""
+    ok, value = outcome
+    if not ok:
+        log(_failure(src, dst, value))
+    elif not quiet:
+        log(value)
+    return not ok
+
+
+def _summary(pairs, failed: int) -> int:
     if len(pairs) > 1:
         log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
     return 1 if failed == len(pairs) else 0
@@ -119,25 +123,13 @@ def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead
         for k, (ok, signal) in enumerate(results):
             if ok and signal is None:   # a file that goes alone
                 results[k] = _attempt(lambda: single(*group[k]))
-        try:
-            outs = many([results[k][1] for k in batch]) if batch else []
-        except Exception:
-            if os.environ.get("VQKIT_DEBUG"):
-                raise
-            outs = None
+        together, outs = _attempt(lambda: many([results[k][1] for k in batch]) if batch else [])
         for j, k in enumerate(batch):
             src, dst = group[k]
             signal = results[k][1]
-            results[k] = _attempt(lambda: done(src, dst, outs[j] if outs is not None else many([signal])[0]))
-        for (src, dst), (ok, value) in zip(group, results):
-            if not ok:
-                failed += 1
-                log(_failure(src, dst, value))
-            elif not quiet:
-                log(value)
-    if len(pairs) > 1:
-        log(f"{len(pairs) - failed} of {len(pairs)} files done" + (f", {failed} skipped" if failed else ""))
-    return 1 if failed == len(pairs) else 0
+            results[k] = _attempt(lambda: done(src, dst, outs[j] if together else many([signal])[0]))
+        failed += sum(_report(src, dst, outcome, quiet) for (src, dst), outcome in zip(group, results))
+    return _summary(pairs, failed)
 
 
 def _attempt(fn):

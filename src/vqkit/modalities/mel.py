@@ -11,7 +11,6 @@ AUDIO_METRICS = ("draft_l1", "draft_mse", "refined_l1", "refined_mse", "vocoded_
                  "vocoded_pesq_wb", "vocoded_stoi", "draft_vocoded_pesq_wb", "draft_vocoded_stoi",
                  "draft_gv_ratio", "refined_gv_ratio", "draft_flux_ratio", "refined_flux_ratio",
                  "draft_ms_distance_db", "refined_ms_distance_db", "tokens_per_second", "bits_per_second")
-BATCH_SECONDS = 120.0   # longer files are not held whole for batches: they go alone, block by block
 
 
 class MelModality(Modality):
@@ -123,12 +122,12 @@ class MelModality(Modality):
 
     def read_signal(self, tok, src: Path, max_pixels):
         """The file's whole log-mel (as the block-by-block reader computes it); None for recordings
-        longer than BATCH_SECONDS by their header, which go alone, block by block."""
-        from ..evaluation.mel_report import file_seconds
+        longer than eval's LONG_SECONDS by their header, which go alone, block by block."""
+        from ..evaluation.mel_report import LONG_SECONDS, file_seconds
         from ..models.audio_files import whole_mel
 
         seconds = file_seconds(src)
-        return None if seconds is not None and seconds > BATCH_SECONDS else whole_mel(tok, src)
+        return None if seconds is not None and seconds > LONG_SECONDS else whole_mel(tok, src)
 
     def token_text(self, tok, tokens) -> str:
         return f"{tokens.size} tokens, {tokens.size / tok.tokens_per_second:.2f} s"

@@ -81,7 +81,8 @@ def run_batched(fn: Callable[[torch.Tensor], torch.Tensor], items: list[torch.Te
     units = [x.shape[-1] // f.unit for x in items]
     plan = plan_batches([x.shape[-1] for x in items], budget)
     # the longest clips of a batch get no padding: all their outputs come from the batch
-    full = {i for batch in plan for i in batch if units[i] == max(units[j] for j in batch)}
+    longest = [max(units[i] for i in batch) for batch in plan]
+    full = {i for batch, n in zip(plan, longest) for i in batch if units[i] == n}
     # the others' outputs before `body` are out of the padding's reach; the rest come from a window
     # from `start` (aligned, `past` units before the first output it gives) to the clip's end, where fn
     # pads exactly as it pads the whole clip. A clip whose window would start at 0 runs whole there.
@@ -112,11 +113,11 @@ def _check(tok, xs: Sequence[torch.Tensor], what: str) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAULT_BATCH_FRAMES,
+def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int | None = None,
                  batch_images: int | None = None) -> list[torch.Tensor]:
     """Signals (mels (n_mels, T) or images (C, H, W), natural units) -> each one's tokens, equal to
     `tok.encode(signal)`, computed in batches of at most `batch_frames` padded frames (mels) or
-    `batch_images` images of one size."""
+    `batch_images` images of one size (None: DEFAULT_BATCH_FRAMES, default_batch_images)."""
     from .streaming import _time_back, _time_last, inference_copy
 
     signals = _check(tok, signals, "signals")
@@ -142,13 +143,13 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int = DEFAU
     field = Field(unit=d, ratio=1, past=-(-ctx.encoder_past // d), future=-(-ctx.encoder_future // d),
                   align=max(1, ctx.align // d))
     tokens = run_batched(lambda x: _time_last(model, model._encode_clip(x)), checked, field,
-                         model.frontend.silence_level, batch_frames)
+                         model.frontend.silence_level, batch_frames or DEFAULT_BATCH_FRAMES)
     return [_time_back(tok, t) for t in tokens]
 
 
 @torch.no_grad()
 def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stages: int | None = None,
-                 batch_frames: int = DEFAULT_BATCH_FRAMES, batch_images: int | None = None) -> list[torch.Tensor]:
+                 batch_frames: int | None = None, batch_images: int | None = None) -> list[torch.Tensor]:
     """Each one's tokens -> its signal, equal to `tok.decode(tokens, refined, stages)`, in batches of
     at most `batch_frames` output frames (mels) or `batch_images` token grids of one size."""
     from .streaming import _time_back, _time_last, inference_copy
@@ -156,9 +157,10 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     tokens = _check(tok, tokens, "token arrays")
     tok.check_stages(stages)
     for k, t in enumerate(tokens):
-        if t.dim() != tok.token_dims or (tok.tokens_per_position > 1 and t.shape[-1] != tok.tokens_per_position):
-            raise ValueError(f"item {k}: tokens of shape {tuple(t.shape)} do not fit this tokenizer "
-                             f"({tok.token_dims} axes per example, {tok.tokens_per_position} per position)")
+        try:
+            tok.check_token_shape(t, batched=False)
+        except ValueError as e:
+            raise ValueError(f"item {k}: {e}") from None
         if 0 in t.shape:
             raise ValueError(f"item {k}: no tokens (shape {tuple(t.shape)})")
     if not tokens:
@@ -174,7 +176,8 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     field = Field(unit=1, ratio=d, past=ctx.decoder_past, future=ctx.decoder_future,
                   align=ctx.align // math.gcd(ctx.align, d))
     return run_batched(lambda t: model._decode_clip(_time_back(tok, t), use_refiner, stages),
-                       [_time_last(tok, t.long()) for t in tokens], field, 0, max(1, batch_frames // d))
+                       [_time_last(tok, t.long()) for t in tokens], field, 0,
+                       max(1, (batch_frames or DEFAULT_BATCH_FRAMES) // d))
 
 
 def same_size(items: list[torch.Tensor], per: int, fn) -> list:

@@ -172,6 +172,13 @@ class Tokenizer(nn.Module):
                              f"{self.config.model.quantizer.kind!r}, which has no stages")
         self.quantizer.check_stages(stages, name)
 
+    def check_token_shape(self, tokens: torch.Tensor, batched: bool) -> None:
+        """Refuse tokens whose axes do not fit: one example's, or a batch's (batched)."""
+        if tokens.dim() != self.token_dims + batched or (self.tokens_per_position > 1
+                                                         and tokens.shape[-1] != self.tokens_per_position):
+            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit this tokenizer "
+                             f"({self.token_dims} axes per example, {self.tokens_per_position} per position)")
+
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, refined: bool = True, stages: int | None = None) -> torch.Tensor:
         """Integer tokens, one example or batched -> signal (C, *spatial * downsample) or batched.
@@ -179,10 +186,8 @@ class Tokenizer(nn.Module):
         tokens still hold every stage (the ids of later ones are checked, not used)."""
         self.check_stages(stages)
         single = tokens.dim() == self.token_dims
+        self.check_token_shape(tokens, batched=not single)
         t = tokens.unsqueeze(0) if single else tokens
-        if t.dim() != self.token_dims + 1 or (self.tokens_per_position > 1 and t.shape[-1] != self.tokens_per_position):
-            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit this tokenizer "
-                             f"({self.token_dims} axes per example, {self.tokens_per_position} per position)")
         if self._long(t.shape[1] * self.downsample):
             dec = self.stream_decoder(refined, LONG_WINDOW // self.downsample, stages)
             y = torch.cat([dec.push(t), dec.flush()], dim=-1)
@@ -213,16 +218,14 @@ class Tokenizer(nn.Module):
         one size); models/batched.py says how the ends stay exact."""
         from . import batched
 
-        return batched.encode_batch(self, signals, batch_frames or batched.DEFAULT_BATCH_FRAMES,
-                                    batch_images or batched.default_batch_images(self))
+        return batched.encode_batch(self, signals, batch_frames, batch_images)
 
     def decode_batch(self, tokens, refined: bool = True, stages: int | None = None, batch_frames: int | None = None,
                      batch_images: int | None = None) -> list:
         """A list of token arrays -> the list of their signals, each equal to `decode(tokens, refined, stages)`."""
         from . import batched
 
-        return batched.decode_batch(self, tokens, refined, stages, batch_frames or batched.DEFAULT_BATCH_FRAMES,
-                                    batch_images or batched.default_batch_images(self))
+        return batched.decode_batch(self, tokens, refined, stages, batch_frames, batch_images)
 
     # ---- audio in, audio out (models/waveforms.py) ----------------------------------------
     def encode_audio(self, waveform, sample_rate: int, lengths=None):
