@@ -56,7 +56,6 @@ def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budget
     from vqkit.models.audio_files import _frames, encode_file
     from vqkit.modalities import modality_of
 
-    tokens = [tok.encode(m) for m in mels]
     pairs = [(f, None) for f in files]
     modality = modality_of(tok)
 
@@ -79,43 +78,32 @@ def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budget
         return lambda: run_batched(pairs, lambda src: modality.read_signal(tok, src, None), many,
                                    lambda src, dst, r: "", None, quiet=True)
 
-    def alone():
-        for m, t in zip(mels, tokens):
-            tok.encode_batch([m])
-            if decode:
-                tok.decode_batch([t])
-
-    def batched(f: int):
-        def run():
-            tok.encode_batch(mels, batch_frames=f)
-            if decode:
-                tok.decode_batch(tokens, batch_frames=f)
-        return run
-
     ways = {"files, a model copy per stream (before)": one_file(True), "files, one at a time": one_file(False)}
     ways.update({f"files, batched {f} frames": files_batched(f) for f in budgets})
-    ways["in memory, one at a time"] = alone
-    ways.update({f"in memory, batched {f} frames": batched(f) for f in budgets})
-    return ways
+    return {**ways, **memory_ways(tok, mels, "batch_frames", budgets, decode, "in memory, batched {} frames")}
+
+
+def memory_ways(tok: Tokenizer, signals: list[torch.Tensor], option: str, sizes: list[int], decode: bool,
+                label: str) -> dict:
+    """Signals already in memory: encode_batch (+ decode_batch) one at a time, and in batches of each
+    size (`option`: batch_frames or batch_images)."""
+    tokens = [tok.encode(x) for x in signals]
+
+    def run(items: list[list[int]], size: dict):
+        def go():
+            for idx in items:
+                tok.encode_batch([signals[i] for i in idx], **size)
+                if decode:
+                    tok.decode_batch([tokens[i] for i in idx], **size)
+        return go
+
+    every = list(range(len(signals)))
+    return {"in memory, one at a time": run([[i] for i in every], {}),
+            **{label.format(n): run([every], {option: n}) for n in sizes}}
 
 
 def image_ways(tok: Tokenizer, images: list[torch.Tensor], sizes: list[int], decode: bool) -> dict:
-    tokens = [tok.encode(x) for x in images]
-
-    def alone():
-        for x, t in zip(images, tokens):
-            tok.encode_batch([x])
-            if decode:
-                tok.decode_batch([t])
-
-    def batched(n: int):
-        def run():
-            tok.encode_batch(images, batch_images=n)
-            if decode:
-                tok.decode_batch(tokens, batch_images=n)
-        return run
-
-    return {"in memory, one at a time": alone, **{f"batched {n} images": batched(n) for n in sizes}}
+    return memory_ways(tok, images, "batch_images", sizes, decode, "batched {} images")
 
 
 def measure(ways: dict, repeats: int) -> dict[str, list[float]]:
