@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import add_file_parser, file_pairs, run_files
+from .files import add_file_parser, file_pairs, run_files, worker_count
 from .shared import load_tokenizer
 
 
@@ -34,4 +34,4 @@ def run(args) -> int:
         return f"{src} -> " + ", ".join(outs)
 
     pairs = file_pairs(Path(args.input), Path(args.output), (".npy",), modality.output_suffix, modality.output_keeps_name)
-    return run_files(pairs, one, args.quiet)
+    return run_files(pairs, one, args.quiet, worker_count(args, tok))

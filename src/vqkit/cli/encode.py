@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files
+from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files, worker_count
 from .shared import load_tokenizer
 
 
@@ -32,8 +32,9 @@ def run(args) -> int:
         return write(src, dst, tokens, modality.token_text(tok, tokens))
 
     pairs = file_pairs(Path(args.input), Path(args.output), modality.input_suffixes, ".npy")
-    batch = batch_size(args, tok)
+    batch, workers = batch_size(args, tok), worker_count(args, tok)
     if batch is None:
-        return run_files(pairs, one, args.quiet)
+        return run_files(pairs, one, args.quiet, workers)
     return run_batched(pairs, lambda src: modality.read_signal(tok, src, args.max_pixels),
-                       lambda signals: tok.encode_batch(signals, **batch), done, one, args.quiet)
+                       lambda signals: tok.encode_batch(signals, **batch), done, one, args.quiet,
+                       workers=workers)

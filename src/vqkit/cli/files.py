@@ -3,10 +3,14 @@ file or a folder tree, and the per-file loop that skips and counts failures. Wha
 how it is read and written is the modality's (modalities/)."""
 from __future__ import annotations
 
+import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .shared import add_max_pixels, log
+
+MAX_WORKERS = 8   # the default never starts more file threads than this
 
 
 def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signals: bool) -> None:
@@ -17,6 +21,9 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="files go through N threads at once, each with its share of torch's threads (default: "
+                        f"one per torch thread on CPU, at most {MAX_WORKERS}; 1 on a GPU)")
     if reads_signals:
         add_max_pixels(p)
         p.add_argument("--batch-frames", type=int, default=None, metavar="F",
@@ -72,10 +79,50 @@ def _failure(src: Path, dst: Path, e: Exception) -> str:
     return f"skipped {text}" if text.startswith(str(src)) else f"skipped {src}: {text}"
 
 
-def run_files(pairs, fn, quiet: bool = False) -> int:
+
+def worker_count(args, tok) -> int:
+    """--workers, or its default: on CPU one worker per torch thread (2 workers of 1 thread each ran
+    1.7-1.8x faster than one of 2 threads on 2 cores: these models' ops are too small to share a
+    core pair well; bench_batch_inference.py), on a GPU one."""
+    import torch
+
+    n = getattr(args, "workers", None)
+    if n is not None and n < 1:
+        raise ValueError(f"--workers {n}: must be >= 1")
+    if n is None:
+        n = max(1, min(MAX_WORKERS, torch.get_num_threads())) if tok.norm_mean.device.type == "cpu" else 1
+    if n > 1 and tok.spatial_dims == 1:
+        tok.bounded   # measures the receptive field once, here, not once per worker thread
+    return n
+
+
+def run_files(pairs, fn, quiet: bool = False, workers: int = 1) -> int:
     """Apply fn to every pair; a file that fails in any way (MemoryError too) is reported and
     counted, the rest still run. Only KeyboardInterrupt / SystemExit stop the loop."""
-    failed = sum(_report(src, dst, _attempt(lambda: fn(src, dst)), quiet) for src, dst in pairs)
+    return _run_groups(pairs, lambda group: [_attempt(lambda: fn(src, dst)) for src, dst in group], 1, workers, quiet)
+
+
+def _run_groups(pairs, work, size: int, workers: int, quiet: bool) -> int:
+    """work(group of at most `size` pairs) -> one (ok, line or exception) per pair, for every group,
+    on `workers` threads (each with an equal share of torch's intra-op threads); the outcomes are
+    reported in the order of the files. With workers, groups shrink so that every worker gets one."""
+    import torch
+
+    if workers > 1:
+        size = max(1, min(size, math.ceil(len(pairs) / workers)))
+    groups = [pairs[g: g + size] for g in range(0, len(pairs), size)]
+    pool = None
+    if workers > 1 and len(groups) > 1:
+        threads = max(1, torch.get_num_threads() // workers)
+        pool = ThreadPoolExecutor(min(workers, len(groups)), thread_name_prefix="vqkit-files",
+                                  initializer=torch.set_num_threads, initargs=(threads,))
+    try:
+        failed = 0
+        for group, outcomes in zip(groups, pool.map(work, groups) if pool else map(work, groups)):
+            failed += sum(_report(src, dst, outcome, quiet) for (src, dst), outcome in zip(group, outcomes))
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     return _summary(pairs, failed)
 
 
@@ -109,15 +156,14 @@ def batch_size(args, tok) -> dict | None:
     return None if n == 0 else {mine: n}
 
 
-def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead: int = 16) -> int:
+def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead: int = 16,
+                workers: int = 1) -> int:
     """run_files for models that take batches: read(src) -> signal (None: the file goes alone through
     single(src, dst)); many(signals) -> one result each, in batches; done(src, dst, result) -> line.
-    Files are read `read_ahead` at a time (memory stays bounded; reading the next group in a thread
-    beside the model was slower on 2 cores); a group whose batch fails is run again one file at a
-    time, so a failure names its file. Every failure is reported and counted, in the order of the files."""
-    failed = 0
-    for g in range(0, len(pairs), read_ahead):
-        group = pairs[g: g + read_ahead]
+    Files are read `read_ahead` at a time per worker (memory stays bounded); a group whose batch
+    fails is run again one file at a time, so a failure names its file. Every failure is reported
+    and counted, in the order of the files."""
+    def work(group):
         results = [_attempt(lambda src=src: read(src)) for src, _ in group]
         batch = [k for k, (ok, signal) in enumerate(results) if ok and signal is not None]
         for k, (ok, signal) in enumerate(results):
@@ -128,8 +174,9 @@ def run_batched(pairs, read, many, done, single, quiet: bool = False, read_ahead
             src, dst = group[k]
             signal = results[k][1]
             results[k] = _attempt(lambda: done(src, dst, outs[j] if together else many([signal])[0]))
-        failed += sum(_report(src, dst, outcome, quiet) for (src, dst), outcome in zip(group, results))
-    return _summary(pairs, failed)
+        return results
+
+    return _run_groups(pairs, work, read_ahead, workers, quiet)
 
 
 def _attempt(fn):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files
+from .files import add_file_parser, batch_size, file_pairs, run_batched, run_files, worker_count
 from .shared import load_tokenizer
 
 
@@ -25,9 +25,9 @@ def run(args) -> int:
 
     pairs = file_pairs(Path(args.input), Path(args.output), modality.input_suffixes, modality.output_suffix,
                        modality.output_keeps_name)
-    batch = batch_size(args, tok)
+    batch, workers = batch_size(args, tok), worker_count(args, tok)
     if batch is None:
-        return run_files(pairs, one, args.quiet)
+        return run_files(pairs, one, args.quiet, workers)
     vocoder = modality.vocoder_of(tok, args.vocoder)
 
     def many(signals):
@@ -39,4 +39,4 @@ def run(args) -> int:
         return f"{src} -> " + modality.write_signal(tok, signal, dst, vocoder, args.save_mel)
 
     return run_batched(pairs, lambda src: modality.read_signal(tok, src, args.max_pixels), many, done, one,
-                       args.quiet)
+                       args.quiet, workers=workers)

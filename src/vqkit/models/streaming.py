@@ -30,10 +30,10 @@ def inference_copy(tokenizer):
     same arithmetic, the same values) and the refiner's UNet in channels-last memory (other conv
     kernels: values within float rounding). Made once per tokenizer, thread and state of its weights, then
     shared: a deep copy cost ~40 ms, which was most of the time of encoding a 5 s file. Streams that
-    share it keep their own states (StreamStates); each thread gets its own copy."""
+    share it keep their own states (StreamStates); each thread gets its own copy (freed with the thread)."""
     key = _weights_key(tokenizer)
-    cache = _COPIES.setdefault(tokenizer, {})
-    hit = cache.get(threading.get_ident())
+    cache = _copies()
+    hit = cache.get(tokenizer)
     if hit is not None and hit[0] == key:
         return hit[1]
     model = copy.deepcopy(tokenizer).eval().requires_grad_(False)
@@ -52,12 +52,23 @@ def inference_copy(tokenizer):
         model.to(memory_format=torch.channels_last)
     elif model.refiner is not None:
         model.refiner.unet.to(memory_format=torch.channels_last)
-    cache[threading.get_ident()] = (key, model)
+    cache[tokenizer] = (key, model)
     return model
 
 
-# tokenizer -> {thread id: (weights key, folded copy)}; entries go with their tokenizer
-_COPIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# per thread: tokenizer -> (weights key, folded copy); entries go with their tokenizer or their thread
+_THREAD = threading.local()
+
+
+def _copies() -> "weakref.WeakKeyDictionary":
+    if not hasattr(_THREAD, "copies"):
+        _THREAD.copies = weakref.WeakKeyDictionary()
+    return _THREAD.copies
+
+
+def forget_inference_copies() -> None:
+    """Drop this thread's copies (the next call copies again; benchmarks time the old cost)."""
+    _copies().clear()
 
 
 def _weights_key(tokenizer) -> tuple:
