@@ -8,10 +8,12 @@ over --repeats rounds; the table gives the median x real time (audio seconds per
 - files, one at a time: the same loop now (the streams share one folded copy; `--batch-frames 0`);
 - files, batched F: the command line's batched loop (`vqkit encode --batch-frames F`): files read
   whole, 16 at a time, then Tokenizer.encode_batch / decode_batch;
+- ..., N workers: the same loops on N threads (`--workers N`), each with its share of torch's threads;
 - in memory, one at a time / batched F: encode_batch / decode_batch of one clip at a time, or of
   all, on log-mels computed beforehand (the model alone).
 The last column compares each way with one at a time from the same input (files or memory).
-Images: 256 px crops of the demo photographs, one at a time against batches of N of one size.
+Images: four demo photographs as files one at a time (`vqkit encode` of a folder, 1 or N workers),
+and 256 px crops in memory, one at a time against batches of N of one size.
 The vocoder is not timed (bench_mel_tokenizer.py times it). Weights are random: speed only.
 
     python benchmarks/bench_batch_inference.py
@@ -48,9 +50,11 @@ def build(preset: str, overrides: list[str]) -> Tokenizer:
     return Tokenizer(load_config(preset=preset, overrides=overrides)).eval()
 
 
-def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budgets: list[int], decode: bool) -> dict:
+def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budgets: list[int], decode: bool,
+             workers: list[int]) -> dict:
     """The ways to run, each over every clip. `files` ways go through the command line's own loops
-    (cli/files.py run_files / run_batched, reading every file, writing nothing)."""
+    (cli/files.py run_files / run_batched, reading every file, writing nothing), on 1 or more worker
+    threads (`--workers`)."""
     from vqkit.cli.files import run_batched, run_files
     from vqkit.models import streaming
     from vqkit.models.audio_files import _frames, encode_file
@@ -59,28 +63,49 @@ def mel_ways(tok: Tokenizer, files: list[Path], mels: list[torch.Tensor], budget
     pairs = [(f, None) for f in files]
     modality = modality_of(tok)
 
-    def one_file(copy_each: bool):
+    def one_file(copy_each: bool, n: int = 1):
         def one(src, dst):
             if copy_each:
-                streaming._COPIES.clear()
+                streaming.forget_inference_copies()
             t = encode_file(tok, src)
             if decode:
                 if copy_each:
-                    streaming._COPIES.clear()
+                    streaming.forget_inference_copies()
                 torch.cat(list(_frames(tok, t, True, None)), -1)
             return ""
-        return lambda: run_files(pairs, one, quiet=True)
+        return lambda: run_files(pairs, one, quiet=True, workers=n)
 
-    def files_batched(f: int):
+    def files_batched(f: int, n: int):
         def many(signals):
             t = tok.encode_batch(signals, batch_frames=f)
             return tok.decode_batch(t, batch_frames=f) if decode else t
         return lambda: run_batched(pairs, lambda src: modality.read_signal(tok, src, None), many,
-                                   lambda src, dst, r: "", None, quiet=True)
+                                   lambda src, dst, r: "", None, quiet=True, workers=n)
 
     ways = {"files, a model copy per stream (before)": one_file(True), "files, one at a time": one_file(False)}
-    ways.update({f"files, batched {f} frames": files_batched(f) for f in budgets})
+    ways.update({f"files, one at a time, {n} workers": one_file(False, n) for n in workers if n > 1})
+    ways.update({f"files, batched {f} frames{_workers(n)}": files_batched(f, n) for n in workers for f in budgets})
     return {**ways, **memory_ways(tok, mels, "batch_frames", budgets, decode, "in memory, batched {} frames")}
+
+
+def _workers(n: int) -> str:
+    return f", {n} workers" if n > 1 else ""
+
+
+def image_file_ways(tok: Tokenizer, files: list[Path], workers: list[int], decode: bool) -> dict:
+    """`vqkit encode` (+ decode) of an image folder one file at a time, on 1 or more worker threads."""
+    from vqkit.cli.files import run_files
+    from vqkit.modalities import modality_of
+
+    modality = modality_of(tok)
+
+    def one(src, dst):
+        tokens, _ = modality.encode_file(tok, src, None)
+        if decode:
+            tok.decode(torch.from_numpy(tokens).long())
+        return ""
+    return {f"files, one at a time{_workers(n)}": (lambda n=n: run_files([(f, None) for f in files], one, True, n))
+            for n in workers}
 
 
 def memory_ways(tok: Tokenizer, signals: list[torch.Tensor], option: str, sizes: list[int], decode: bool,
@@ -103,7 +128,7 @@ def memory_ways(tok: Tokenizer, signals: list[torch.Tensor], option: str, sizes:
 
 
 def image_ways(tok: Tokenizer, images: list[torch.Tensor], sizes: list[int], decode: bool) -> dict:
-    return memory_ways(tok, images, "batch_images", sizes, decode, "batched {} images")
+    return memory_ways(tok, images, "batch_images", sizes, decode, "in memory, batched {} images")
 
 
 def measure(ways: dict, repeats: int) -> dict[str, list[float]]:
@@ -136,6 +161,7 @@ def main() -> None:
     ap.add_argument("--presets", nargs="*", default=list(MEL_MODELS), help=f"mel models: {', '.join(MEL_MODELS)}")
     ap.add_argument("--budgets", nargs="*", type=int, default=[1024, 2048, 8192], help="batch sizes in frames")
     ap.add_argument("--image-batches", nargs="*", type=int, default=[4, 8])
+    ap.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="worker threads of the files ways")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--speech", type=Path, default=Path("data/demo-speech/heldout"))
     ap.add_argument("--images", type=Path, default=Path("data/demo-images/train"))
@@ -158,7 +184,7 @@ def main() -> None:
         params = sum(p.numel() for p in tok.parameters()) / 1e6
         for decode in (False, True):
             task = "encode + decode" if decode else "encode"
-            times = measure(mel_ways(tok, files, mels, args.budgets, decode), args.repeats)
+            times = measure(mel_ways(tok, files, mels, args.budgets, decode, args.workers), args.repeats)
             for way, ts in times.items():
                 med = statistics.median(ts)
                 alone = statistics.median(times[way.split(",")[0] + ", one at a time"])
@@ -167,19 +193,24 @@ def main() -> None:
                 rows.append([name, f"{params:.2f}", task, way, f"{seconds / med:.0f}", f"{alone / med:.2f}"])
             print_table(f"mels: {len(mels)} held-out clips, {seconds:.0f} s of speech", HEADER, rows)
     images = demo_images(args.images, 8)
+    from vqkit.frontends.image import find_image_files
+    image_files = find_image_files(args.images)[:4]
     image_rows = []
     for name, (preset, overrides) in IMAGE_MODELS.items():
         tok = build(preset, overrides)
         for decode in (False, True):
             task = "encode + decode" if decode else "encode"
-            times = measure(image_ways(tok, images, args.image_batches, decode), args.repeats)
-            alone = statistics.median(times["in memory, one at a time"])
+            ways = {**image_file_ways(tok, image_files, args.workers, decode),
+                    **image_ways(tok, images, args.image_batches, decode)}
+            times = measure(ways, args.repeats)
             for way, ts in times.items():
                 med = statistics.median(ts)
-                results.append({"model": name, "task": task, "way": way, "images": len(images), "median_s": med,
-                                "times_s": ts, "images_per_s": len(images) / med})
-                image_rows.append([name, task, way, f"{len(images) / med:.1f}", f"{alone / med:.2f}"])
-    print_table(f"images: {len(images)} crops of 256 px", ["model", "task", "way", "images/s", "vs one at a time"],
+                alone = statistics.median(times[way.split(",")[0] + ", one at a time"])   # same input
+                count = len(image_files) if way.startswith("files") else len(images)
+                results.append({"model": name, "task": task, "way": way, "images": count, "median_s": med,
+                                "times_s": ts, "images_per_s": count / med})
+                image_rows.append([name, task, way, f"{count / med:.1f}", f"{alone / med:.2f}"])
+    print_table(f"images: {len(image_files)} photographs (files), {len(images)} crops of 256 px (in memory)", ["model", "task", "way", "images/s", "vs one at a time"],
                 image_rows)
     write_report(args.out, "batch_inference", started, device, load_before, loadavg(), time.perf_counter() - t0,
                  args, results=results)

@@ -149,13 +149,14 @@ CPU_MEMORY_KIND = ("peak RSS growth during one call (VmHWM reset via /proc/self/
                    "warm-up call")
 
 
-def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list[float | None], str]:
-    """Peak RSS growth of one call of every option, measured in a forked child process so that the
+def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list, list, str]:
+    """Peak RSS growth of one call of every option and of its vector-quantize-pytorch counterpart
+    (None where there is none), measured in a forked child process so that the
     malloc settings it needs never touch the process that takes the timings. Call it before any
     torch work in the parent (fork after OpenMP has started threads is unsafe)."""
     none = [None] * len(plan)
     if not hasattr(os, "fork") or not Path("/proc/self/clear_refs").exists():
-        return none, "n/a: needs Linux (fork, /proc/self/clear_refs)"
+        return none, none, "n/a: needs Linux (fork, /proc/self/clear_refs)"
     rfd, wfd = os.pipe()
     pid = os.fork()
     if pid == 0:   # child: measure, send JSON, exit without running the parent's cleanup
@@ -166,13 +167,19 @@ def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list[f
             if not mem.use_mmap_for_large_allocations():
                 payload = {"error": mem.why}
             else:
-                peaks = []
+                peaks, reference = [], []
                 for name, fields, size, levels in plan:
                     run = setup_option(name, fields, size, levels, args, torch.device("cpu"))
                     run["step"]()                          # warm-up: one-off allocations
                     peaks.append(mem.measure(run["step"]))
+                    ref = reference_step({**vars(run["cfg"])}, run["q"].codebook_size, run["q"].dim,
+                                         tuple(run["z"].shape), torch.device("cpu")) if args.reference else None
                     del run
-                payload = {"peaks": peaks}
+                    if ref is not None:   # the counterpart's peak the same way, in the same process
+                        ref()
+                    reference.append(None if ref is None else mem.measure(ref))
+                    del ref
+                payload = {"peaks": peaks, "reference": reference}
         except BaseException as e:  # noqa: BLE001 - anything must reach the parent as a message
             payload = {"error": f"{type(e).__name__}: {e}"}
         try:
@@ -187,10 +194,10 @@ def cpu_memory_pass(plan: list[tuple], args: argparse.Namespace) -> tuple[list[f
     try:
         payload = json.loads(text)
     except ValueError:
-        return none, f"n/a: the measuring child process ended without a result (wait status {status})"
+        return none, none, f"n/a: the measuring child process ended without a result (wait status {status})"
     if "error" in payload:
-        return none, f"n/a: {payload['error']}"
-    return payload["peaks"], CPU_MEMORY_KIND
+        return none, none, f"n/a: {payload['error']}"
+    return payload["peaks"], payload["reference"], CPU_MEMORY_KIND
 
 
 # ---- one option ------------------------------------------------------------------------------
@@ -281,15 +288,23 @@ def bench_option(name: str, fields: dict, size: int, levels: list[int], args: ar
             ref_times = time_calls(ref, device, args.repeats, args.repeat_budget, args.min_repeats)
             r["reference_with_stats_median_s"] = statistics.median(ref_times)
             r["ratio_to_reference_with_stats"] = med / r["reference_with_stats_median_s"]
-    if device.type == "cuda":   # one more call: peak allocated beyond what was allocated before it
-        gc.collect()
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        r["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if device.type == "cuda":
+        r["peak_memory_mb"] = cuda_peak_mb(step, device)
+        if args.reference and ref is not None:
+            r["reference_peak_memory_mb"] = cuda_peak_mb(
+                reference_step({**vars(cfg)}, q.codebook_size, q.dim, tuple(run["z"].shape), device), device)
     return r
+
+
+def cuda_peak_mb(fn: Callable[[], None], device: torch.device) -> float:
+    """One more call: the peak allocated beyond what was allocated before it."""
+    gc.collect()
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -351,15 +366,15 @@ def main(argv: list[str] | None = None) -> int:
             if size <= 16384 or fields["kind"] in LOOKUP_FREE]
     if device.type == "cpu":
         print("peak memory: one call of each option in a forked child process ...", flush=True)
-        peaks, memory_kind = cpu_memory_pass(plan, args)
+        peaks, ref_peaks, memory_kind = cpu_memory_pass(plan, args)
     else:
-        peaks = [None] * len(plan)
+        peaks = ref_peaks = [None] * len(plan)
         memory_kind = "cuda max_memory_allocated during one call minus memory_allocated before it"
     results = []
-    for (name, fields, size, levels), peak in zip(plan, peaks):
+    for (name, fields, size, levels), peak, ref_peak in zip(plan, peaks, ref_peaks):
         r = bench_option(name, fields, size, levels, args, device)
         if device.type == "cpu":
-            r["peak_memory_mb"] = peak
+            r["peak_memory_mb"], r["reference_peak_memory_mb"] = peak, ref_peak
         results.append(r)
         ref = (f"  vector-quantize-pytorch {r['reference_median_s'] * 1000:.2f} ms"
                if "reference_median_s" in r else "")
@@ -375,10 +390,11 @@ def main(argv: list[str] | None = None) -> int:
              fmt(None if r["sys_fraction"] is None else 100 * r["sys_fraction"], ".0f"),
              fmt(None if "reference_median_s" not in r else r["reference_median_s"] * 1000, ".2f"),
              fmt(r.get("ratio_to_reference"), ".2f"),
-             fmt(r.get("ratio_to_reference_with_stats"), ".2f")] for r in results]
+             fmt(r.get("ratio_to_reference_with_stats"), ".2f"),
+             fmt(r.get("reference_peak_memory_mb"), ".1f")] for r in results]
     print_table(f"Quantiser forward + backward (float32, {device.type})",
                 ["option", "K", "N", "lookups", "fwd+bwd ms", "vectors/s", mem_col, "CPU use", "sys %",
-                 "vqp ms", "ours/vqp", "ours/(vqp+stats)"], rows)
+                 "vqp ms", "ours/vqp", "ours/(vqp+stats)", "vqp " + mem_col], rows)
     print(f"\nvqp: vector-quantize-pytorch {REFERENCE_VERSION or 'not installed (pip install -e .[bench])'}, "
           "the counterpart configured to do the same work on the same (B, C, ...) latents "
           "(benchmarks/reference_quantizers.py); vqp+stats: fsq / rfsq only, theirs plus vqkit's usage "
