@@ -13,9 +13,8 @@ import torch
 from cli_helpers import cli
 from conftest import save_tiny_tokenizer
 from vqkit.config import load_config
-from vqkit.export.graphs import quantizer_codes, quantizer_ids
 from vqkit.models.tokenizer import Tokenizer
-from vqkit.quantizers import build_quantizer
+from vqkit.quantizers import REGISTRY, Quantizer, build_quantizer
 
 MISSING = [m for m in ("onnxruntime", "onnx", "onnxscript") if importlib.util.find_spec(m) is None]
 needs_onnx = pytest.mark.skipif(bool(MISSING), reason=f"ONNX export tests need {', '.join(MISSING)} "
@@ -153,21 +152,75 @@ def test_export_json_states_the_tokenizer_and_the_graphs_as_they_are(exported, k
         assert meta["positions_per_second"] == pytest.approx(tok.tokens_per_second / tok.tokens_per_position)
 
 
-@pytest.mark.parametrize("overrides", [
-    "{kind: fsq, levels: [8, 5, 5, 5]}", "{kind: rfsq, levels: [4, 4, 3], stages: 3}",
-    "{kind: vq, codebook_size: 50, dim: 8, channels: 3, distance_chunk: 7}",
-    "{kind: vq, codebook_size: 50, dim: 8, codebook_dim: 4, l2_norm: true, distance_chunk: 7}",
-    "{kind: simvq, codebook_size: 50, dim: 8, distance_chunk: 7}", "{kind: lfq, dim: 6}", "{kind: bsq, dim: 6}"])
-def test_the_graphs_quantiser_formulas_equal_each_quantisers_own(overrides):
-    """What the graphs compute (export/graphs.py) against indices / indices_to_codes, in PyTorch."""
-    cfg = load_config("mqgan-refiner", overrides=[f"model.quantizer={overrides}"]).model.quantizer
+# at least one case per registered kind (checked below): multichannel codebooks, several stages
+TRACED = ["{kind: fsq, levels: [8, 5, 5, 5]}", "{kind: rfsq, levels: [4, 4, 3], stages: 3}",
+          "{kind: rfsq, levels: [5, 3], stages: 1}",
+          "{kind: vq, codebook_size: 50, dim: 8, channels: 3, distance_chunk: 7}",
+          "{kind: vq, codebook_size: 50, dim: 8, codebook_dim: 4, l2_norm: true, distance_chunk: 7}",
+          "{kind: simvq, codebook_size: 50, dim: 8, channels: 2, distance_chunk: 7}",
+          "{kind: lfq, dim: 6}", "{kind: bsq, dim: 6}"]
+
+
+def _quantizer_config(overrides: str):
+    return load_config("mqgan-refiner", overrides=[f"model.quantizer={overrides}"]).model.quantizer
+
+
+def test_every_registered_quantiser_kind_has_a_traced_case():
+    assert {_quantizer_config(o).kind for o in TRACED} == set(REGISTRY)
+
+
+@pytest.mark.parametrize("spatial", [(41,), (9, 11)])   # mels, images; many distance chunks of 7
+@pytest.mark.parametrize("overrides", TRACED)
+def test_traced_quantiser_methods_equal_indices_and_indices_to_codes(overrides, spatial):
+    """What the graphs run (traced_indices / traced_codes) against indices / indices_to_codes, in PyTorch."""
     torch.manual_seed(0)
-    q = build_quantizer(cfg).eval()
-    z = torch.randn(3, q.dim, 41) * 2   # 123 positions: many distance chunks of 7
+    q = build_quantizer(_quantizer_config(overrides)).eval()
+    z = torch.randn(3, q.dim, *spatial) * 2
     ids = q.indices(z)
-    torch.testing.assert_close(quantizer_ids(q, z), ids, rtol=0, atol=0)
-    torch.testing.assert_close(quantizer_codes(q, ids), q.indices_to_codes(ids), rtol=0, atol=0)
+    torch.testing.assert_close(q.traced_indices(z), ids, rtol=0, atol=0)
     assert len(ids.unique()) > 5   # the ids vary: the comparison is not between constants
+    random_ids = torch.randint(0, q.codebook_size, ids.shape)   # also id tuples no encoder makes
+    for some in (ids, random_ids):
+        torch.testing.assert_close(q.traced_codes(some), q.indices_to_codes(some), rtol=0, atol=0)
+
+
+class _Call(torch.nn.Module):
+    def __init__(self, method):
+        super().__init__()
+        self.method = method
+
+    def forward(self, x):
+        return self.method(x)
+
+
+@pytest.mark.parametrize("overrides", TRACED)
+def test_traced_quantiser_methods_trace_with_torch_export_at_any_length(overrides):
+    """Also the kinds the ONNX tests above do not export: traced at 37 positions, run at 101."""
+    torch.manual_seed(0)
+    q = build_quantizer(_quantizer_config(overrides)).eval()
+    length = torch.export.Dim("length", min=2, max=4096)
+    z, z2 = torch.randn(2, q.dim, 37), torch.randn(2, q.dim, 101)
+    encode = torch.export.export(_Call(q.traced_indices), (z,), dynamic_shapes=({2: length},), strict=False)
+    decode = torch.export.export(_Call(q.traced_codes), (q.indices(z),), dynamic_shapes=({1: length},),
+                                 strict=False)
+    ids = q.indices(z2)
+    assert torch.equal(encode.module()(z2), ids)
+    assert torch.equal(decode.module()(ids), q.indices_to_codes(ids))
+
+
+def test_a_quantiser_without_traced_methods_says_which_two_to_add():
+    class Untraced(Quantizer):
+        dim, codebook_size = 2, 4
+
+    q = Untraced()
+    expected = ("Untraced cannot be exported: it has no traceable id computation; "
+                "add traced_indices(z) and traced_codes(indices) to it (see Quantizer)")
+    with pytest.raises(NotImplementedError) as err:
+        q.traced_indices(torch.zeros(1, 2, 3))
+    assert str(err.value) == expected
+    with pytest.raises(NotImplementedError) as err:
+        q.traced_codes(torch.zeros(1, 3, dtype=torch.long))
+    assert str(err.value) == expected
 
 
 # ---- refused ----------------------------------------------------------------------------------

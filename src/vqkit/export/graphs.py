@@ -1,5 +1,5 @@
 """The tokenizer cut into graphs an exporter can trace: small nn.Modules around the tokenizer's own
-parts, with the quantiser's id computation written without Python branches on values or shapes.
+parts, the quantiser's included in its traceable form (no Python branches on values or shapes).
 
     EncoderGraph:  signal (natural units) -> pad to a multiple of downsample -> normalise -> encoder
                    -> quantiser ids                                    (= Tokenizer.encode)
@@ -7,90 +7,21 @@ parts, with the quantiser's id computation written without Python branches on va
                    -> (output, draft)                                  (= Tokenizer.decode)
     FrontendGraph: waveform -> log-mel                                 (= MelFrontend.forward)
 
-Why not call `quantizer.indices` / `indices_to_codes` as they are: they check id ranges with
+The quantiser runs as `traced_indices` / `traced_codes`, each quantiser's own traceable form of
+`indices` / `indices_to_codes` (quantizers/base.py): those check id ranges with
 `if indices.min() < 0` (a branch on values, which torch.export refuses) and the codebook search
 runs `distance_chunk` rows at a time in a Python loop over the input's length (a trace would fix
-the number of chunks). The functions here compute the same numbers with the quantisers' own
-buffers and helpers (bound, _stage_code, _codes, _to_code_space, ...), in one pass; the tests
-compare every exported graph's ids with the tokenizer's. (A codebook search in onnxruntime can
-still pick the other code of an exact float32 near-tie: its matrix product adds in another order.)
-The ids are not range-checked inside the decoder graph: the runtime checks them against
-`codebook_size` (export.json).
+the number of chunks); the traced forms compute the same numbers in one pass, and a quantiser
+without them cannot be exported. The tests compare every exported graph's ids with the
+tokenizer's. (A codebook search in onnxruntime can still pick the other code of an exact float32
+near-tie: its matrix product adds in another order.) The ids are not range-checked inside the
+decoder graph: the runtime checks them against `codebook_size` (export.json).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from ..quantizers import FSQ, LFQ, ResidualFSQ
-from ..quantizers.codebook import CodebookQuantizer
-
-
-def channels_last(z: torch.Tensor) -> torch.Tensor:
-    """(B, C, *sp) -> (B, *sp, C) with an explicit permutation (no negative axes in the graph)."""
-    return z.permute(0, *range(2, z.dim()), 1)
-
-
-def channels_first(x: torch.Tensor) -> torch.Tensor:
-    """(B, *sp, C) -> (B, C, *sp)."""
-    return x.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
-
-
-def _fsq_grid(fsq: FSQ, ids: torch.Tensor) -> torch.Tensor:
-    """(B, *sp) ids -> (B, *sp, dim) rounded grid values, as FSQ.indices_to_grid (without its check)."""
-    digits = torch.remainder(torch.div(ids.long().unsqueeze(-1), fsq.basis, rounding_mode="floor"), fsq.levels)
-    return (digits - torch.div(fsq.levels, 2, rounding_mode="floor")).float()
-
-
-def quantizer_ids(q: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """The quantiser's ids of latents z (B, dim, *sp): (B, *sp) or (B, *sp, c), as `q.indices(z)`."""
-    z = z.float()
-    if isinstance(q, ResidualFSQ):
-        bounded = q.fsq.bound(channels_last(z))
-        first = torch.round(bounded)
-        grids = q._residual_grids(bounded / q.half_width - q._stage_code(first, 0), [first])
-        return q._stack(grids)
-    if isinstance(q, FSQ):
-        return q._codes_to_indices(torch.round(q.bound(channels_last(z))))
-    if isinstance(q, LFQ):
-        zl = channels_last(z)
-        zl = F.normalize(zl, dim=-1) if q.spherical else zl
-        return ((zl > 0).long() * q.basis).sum(-1)
-    if isinstance(q, CodebookQuantizer):
-        zl = channels_last(z)                                   # (B, *sp, c*dim)
-        lead = zl.shape[:-1]
-        h = q._to_code_space(zl.reshape(-1, q.chunk_dim))
-        e = q._codes()
-        # the tokenizer's _nearest, all rows at once: argmin_k ||e_k||^2 - 2 <h, e_k>
-        idx = torch.addmm((e * e).sum(-1), h, e.t(), alpha=-2).argmin(-1)
-        ids = idx.reshape(*lead, q.channels)
-        return ids.squeeze(-1) if q.channels == 1 else ids
-    raise NotImplementedError(f"ONNX export does not know the quantiser {type(q).__name__}; "
-                              "add it to vqkit/export/graphs.py (quantizer_ids and quantizer_codes)")
-
-
-def quantizer_codes(q: nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    """ids -> quantised latents (B, dim, *sp), as `q.indices_to_codes(ids)` (every stage)."""
-    if isinstance(q, ResidualFSQ):
-        per = ids.unsqueeze(-1) if q.stages == 1 else ids
-        total = None
-        for s in range(q.stages):
-            code = q._stage_code(_fsq_grid(q.fsq, per[..., s]), s)
-            total = code if total is None else total + code
-        return channels_first(total)
-    if isinstance(q, FSQ):
-        half = torch.div(q.levels, 2, rounding_mode="floor").float()
-        return channels_first(_fsq_grid(q, ids) / half)
-    if isinstance(q, LFQ):
-        bits = torch.remainder(torch.div(ids.long().unsqueeze(-1), q.basis, rounding_mode="floor"), 2)
-        return channels_first(q._codes(bits))
-    if isinstance(q, CodebookQuantizer):
-        lead = ids.shape if q.channels == 1 else ids.shape[:-1]
-        codes = q._from_code_space(q._codes()[ids.reshape(-1).long()])
-        return channels_first(codes.reshape(*lead, q.dim))
-    raise NotImplementedError(f"ONNX export does not know the quantiser {type(q).__name__}; "
-                              "add it to vqkit/export/graphs.py (quantizer_ids and quantizer_codes)")
 
 
 class EncoderGraph(nn.Module):
@@ -114,7 +45,7 @@ class EncoderGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tok = self.tok
-        return quantizer_ids(tok.quantizer, tok.encoder(tok.normalize(self.pad(x.float()))))
+        return tok.quantizer.traced_indices(tok.encoder(tok.normalize(self.pad(x.float()))))
 
 
 class DecoderGraph(nn.Module):
@@ -127,7 +58,7 @@ class DecoderGraph(nn.Module):
 
     def forward(self, ids: torch.Tensor):
         tok = self.tok
-        draft, hidden = tok.decoder(quantizer_codes(tok.quantizer, ids))
+        draft, hidden = tok.decoder(tok.quantizer.traced_codes(ids))
         if tok.refiner is None:
             return tok.denormalize(draft)
         return tok.denormalize(tok.refiner(draft, hidden)), tok.denormalize(draft)

@@ -1,4 +1,4 @@
-"""The interface every quantiser implements (FSQ now; codebook VQ variants plug in here)."""
+"""The interface every quantiser implements, and the layout helpers and usage statistics they share."""
 from __future__ import annotations
 
 import math
@@ -19,7 +19,11 @@ class QuantizerOutput:
 
 
 class Quantizer(nn.Module):
-    """forward(z: (B, dim, ...)) -> QuantizerOutput; indices_to_codes(indices) -> z_q."""
+    """forward(z: (B, dim, ...)) -> QuantizerOutput; indices_to_codes(indices) -> z_q.
+
+    traced_indices / traced_codes: the same numbers as indices / indices_to_codes, written so that
+    torch.export can trace them (ONNX export, export/graphs.py): no range checks (a branch on
+    values), no Python loops over data-dependent chunk counts."""
 
     dim: int
     codebook_size: int
@@ -32,6 +36,28 @@ class Quantizer(nn.Module):
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """The codes of z only (inference: no loss, no usage statistics); the same as forward's."""
         return self(z).indices
+
+    def traced_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, dim, *sp) -> ids, as `indices(z)`, traceable."""
+        raise NotImplementedError(self._untraceable())
+
+    def traced_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """ids -> quantised latents (B, dim, *sp), as `indices_to_codes(ids)`, traceable."""
+        raise NotImplementedError(self._untraceable())
+
+    def _untraceable(self) -> str:
+        return (f"{type(self).__name__} cannot be exported: it has no traceable id computation; "
+                "add traced_indices(z) and traced_codes(indices) to it (see Quantizer)")
+
+
+def channels_last(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, *sp) -> (B, *sp, C) with an explicit permutation (no negative axes in an exported graph)."""
+    return z.permute(0, *range(2, z.dim()), 1)
+
+
+def channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(B, *sp, C) -> (B, C, *sp), channels_last's inverse."""
+    return x.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
 
 
 def _transpose_examples(x: torch.Tensor, b: int, rows: int, cols: int) -> torch.Tensor:

@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Quantizer, QuantizerOutput, channel_rows, rows_to_channels, usage_stats
+from .base import (Quantizer, QuantizerOutput, channel_rows, channels_first, channels_last, rows_to_channels,
+                   usage_stats)
 from .estimators import pass_gradient
 
 
@@ -47,6 +48,12 @@ class _StraightThroughLookup(torch.autograd.Function):
         if ctx.needs_input_grad[1]:   # scale the (K, d) sum, not the (N, d) rows: K << N
             g_e = d.new_zeros(ctx.codes, d.shape[1]).index_add_(0, idx, d).mul_(c)
         return g_h, g_e, None, None
+
+
+def _argmin_distance(h: torch.Tensor, e: torch.Tensor, e_sq: torch.Tensor) -> torch.Tensor:
+    """argmin_k ||h_i - e_k||^2 per row: ||h_i||^2 is the same for every k, so it is left out, and
+    the rest is one fused addmm (e_sq: ||e_k||^2)."""
+    return torch.addmm(e_sq, h, e.t(), alpha=-2).argmin(-1)
 
 
 class CodebookQuantizer(Quantizer):
@@ -86,13 +93,12 @@ class CodebookQuantizer(Quantizer):
     # ---- shared ---------------------------------------------------------------------------------
     @torch.no_grad()
     def _nearest(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """argmin_k ||h_i - e_k||^2, `distance_chunk` rows at a time. ||h_i||^2 is the same for every
-        k, so it is left out, and the rest is one fused addmm: a single chunk x K buffer per chunk."""
+        """argmin_k ||h_i - e_k||^2, `distance_chunk` rows at a time: a single chunk x K buffer per chunk."""
         e_sq = (e * e).sum(-1)
         out = torch.empty(h.shape[0], dtype=torch.long, device=h.device)
         step = self.cfg.distance_chunk
         for s in range(0, h.shape[0], step):
-            out[s:s + step] = torch.addmm(e_sq, h[s:s + step], e.t(), alpha=-2).argmin(-1)
+            out[s:s + step] = _argmin_distance(h[s:s + step], e, e_sq)
         return out
 
     def _chunks(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
@@ -144,6 +150,14 @@ class CodebookQuantizer(Quantizer):
             x, lead = self._chunks(z)
             return self._ids(self._nearest(self._to_code_space(x), self._codes()), lead)
 
+    def traced_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """indices(z) with every row searched at once: a chunk loop would fix the chunk count in a
+        trace. Not what indices runs: it holds an (N, K) distance matrix."""
+        zl = channels_last(z.float())                             # (B, *sp, c*dim)
+        h = self._to_code_space(zl.reshape(-1, self.chunk_dim))
+        e = self._codes()
+        return self._ids(_argmin_distance(h, e, (e * e).sum(-1)), zl.shape[:-1])
+
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, *spatial[, channels]) ids -> (B, channels*dim, *spatial), exactly as forward produces."""
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
@@ -151,8 +165,10 @@ class CodebookQuantizer(Quantizer):
                              f"got range [{int(indices.min())}, {int(indices.max())}]")
         if self.channels > 1 and (indices.dim() < 2 or indices.shape[-1] != self.channels):
             raise ValueError(f"expected ids of shape (B, ..., {self.channels}), got {tuple(indices.shape)}")
-        lead = indices.shape if self.channels == 1 else indices.shape[:-1]
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            q = self._codes()[indices.reshape(-1).long()]
-            zq = self._from_code_space(q).reshape(*lead, self.dim)
-        return zq.movedim(-1, 1)
+            return self.traced_codes(indices)
+
+    def traced_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        lead = indices.shape if self.channels == 1 else indices.shape[:-1]
+        q = self._codes()[indices.reshape(-1).long()]
+        return channels_first(self._from_code_space(q).reshape(*lead, self.dim))

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .base import Quantizer, QuantizerOutput, usage_stats
+from .base import Quantizer, QuantizerOutput, channels_first, channels_last, usage_stats
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -65,15 +65,12 @@ class FSQ(Quantizer):
         """Squash z so that rounding gives exactly `levels` values per dimension."""
         return torch.tanh(z + self._shift) * self._half - self._offset
 
-    def _channels_last(self, z: torch.Tensor) -> torch.Tensor:
-        return z.movedim(1, -1)
-
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         if z.shape[1] != self.dim:
             raise ValueError(f"FSQ expects {self.dim} channels (one per level), got shape {tuple(z.shape)}")
         with torch.autocast(device_type=z.device.type, enabled=False):
-            codes, indices = straight_through_bound(self, self._channels_last(z.float()), self._finish)
-        z_q = codes.movedim(-1, 1)
+            codes, indices = straight_through_bound(self, channels_last(z.float()), self._finish)
+        z_q = channels_first(codes)
         stats = usage_stats(indices.detach(), self.codebook_size, mask, across_processes=self.training)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros(()), stats=stats)
 
@@ -84,7 +81,10 @@ class FSQ(Quantizer):
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self._grid_to_indices(torch.round(self.bound(self._channels_last(z.float()))))
+            return self.traced_indices(z)
+
+    def traced_indices(self, z: torch.Tensor) -> torch.Tensor:
+        return self._grid_to_indices(torch.round(self.bound(channels_last(z.float()))))
 
     def _codes_to_indices(self, rounded: torch.Tensor) -> torch.Tensor:
         digits = (rounded + self._half_levels).round().long()   # 0 .. level-1 per dim
@@ -96,17 +96,29 @@ class FSQ(Quantizer):
 
     def codes_to_indices(self, z_q: torch.Tensor) -> torch.Tensor:
         """(B, dim, ...) quantised latents -> (B, ...) integer codes (inverse of indices_to_codes)."""
-        return self._codes_to_indices(self._channels_last(z_q.float()) * self._half_width)
+        return self._codes_to_indices(channels_last(z_q.float()) * self._half_width)
 
     def indices_to_grid(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, ...) integer codes -> (B, ..., dim) rounded grid values (-L//2 .. (L-1)//2, as float),
         channels last: what forward rounds to before rescaling (residual FSQ rescales them its way)."""
+        self.check_ids(indices)
+        return self.traced_grid(indices)
+
+    def check_ids(self, indices: torch.Tensor) -> None:
         if indices.min() < 0 or indices.max() >= self.codebook_size:
             raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
                              f"got range [{int(indices.min())}, {int(indices.max())}]")
-        digits = (indices.long().unsqueeze(-1) // self.basis) % self.levels
+
+    def traced_grid(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices_to_grid without its check (torch.div / remainder: `//` and `%`, as export spells them)."""
+        digits = torch.remainder(torch.div(indices.long().unsqueeze(-1), self.basis, rounding_mode="floor"),
+                                 self.levels)
         return (digits - self._half_levels).float()
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, ...) integer codes -> (B, dim, ...) quantised latents, exactly as forward produces them."""
-        return (self.indices_to_grid(indices) / self._half_width).movedim(-1, 1)
+        self.check_ids(indices)
+        return self.traced_codes(indices)
+
+    def traced_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        return channels_first(self.traced_grid(indices) / self._half_width)

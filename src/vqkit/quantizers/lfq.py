@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from ..config.quantizer_schema import BSQConfig, LFQConfig
 from ..distributed import all_reduce_sum_, differentiable_sum, is_distributed, world_size
-from .base import Quantizer, QuantizerOutput
+from .base import Quantizer, QuantizerOutput, channels_first, channels_last
 
 
 def _gather(ids: torch.Tensor) -> torch.Tensor:
@@ -80,12 +80,15 @@ class LFQ(Quantizer):
                 f"temperature={c.entropy_temperature}")
 
     # ---- helpers ----------------------------------------------------------------------------
-    def _latents(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, dim, *sp) -> (B, *sp, dim) in float32, on the unit sphere for BSQ."""
+    def _check(self, z: torch.Tensor) -> torch.Tensor:
         if z.dim() < 3 or z.shape[1] != self.dim:
             raise ValueError(f"{type(self).__name__} expects (B, {self.dim}, ...) latents (one channel per bit), "
                              f"got {tuple(z.shape)}")
-        zl = z.float().movedim(1, -1)
+        return z
+
+    def _latents(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, dim, *sp) -> (B, *sp, dim) in float32, on the unit sphere for BSQ (no checks)."""
+        zl = channels_last(z.float())
         return F.normalize(zl, dim=-1) if self.spherical else zl
 
     @staticmethod
@@ -122,14 +125,14 @@ class LFQ(Quantizer):
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         cfg = self.cfg
         with torch.autocast(device_type=z.device.type, enabled=False):
-            u = self._latents(z)
+            u = self._latents(self._check(z))
             keep = self._keep(mask, u.shape[:-1], z.device)
             bits = u > 0
             codes = self._codes(bits)
             indices = (bits.long() * self.basis).sum(-1)
             loss = cfg.commitment_weight * F.mse_loss(u, codes)
             # the value is exactly the code (u - u.detach() == 0), the gradient w.r.t. u the identity
-            z_q = (codes + (u - u.detach())).movedim(-1, 1)
+            z_q = channels_first(codes + (u - u.detach()))
             stats: dict[str, torch.Tensor] = {}
             if self.training and cfg.entropy_weight > 0:
                 per_sample, codebook = self._entropies(u.reshape(-1, self.dim), keep.reshape(-1).float())
@@ -143,16 +146,23 @@ class LFQ(Quantizer):
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return ((self._latents(z) > 0).long() * self.basis).sum(-1)
+            return self.traced_indices(self._check(z))
+
+    def traced_indices(self, z: torch.Tensor) -> torch.Tensor:
+        return ((self._latents(z) > 0).long() * self.basis).sum(-1)
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, *spatial) ids -> (B, dim, *spatial) codes, exactly as forward produces them."""
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
                              f"got range [{int(indices.min())}, {int(indices.max())}]")
-        bits = (indices.long().unsqueeze(-1) // self.basis) % 2
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            return self._codes(bits).movedim(-1, 1)
+            return self.traced_codes(indices)
+
+    def traced_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        # torch.div / remainder: `//` and `%`, as export spells them
+        bits = torch.remainder(torch.div(indices.long().unsqueeze(-1), self.basis, rounding_mode="floor"), 2)
+        return channels_first(self._codes(bits))
 
 
 class BSQ(LFQ):

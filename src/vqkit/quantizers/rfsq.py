@@ -28,7 +28,7 @@ import torch
 
 from ..config.quantizer_schema import RFSQConfig
 from ..distributed import all_reduce_sum_
-from .base import Quantizer, QuantizerOutput, code_counts, usage_of_counts
+from .base import Quantizer, QuantizerOutput, channels_first, channels_last, code_counts, usage_of_counts
 from .fsq import FSQ, straight_through_bound
 
 
@@ -71,11 +71,11 @@ class ResidualFSQ(Quantizer):
         return (grid + self.centre[s]) / self.half_width * self.scale[s]
 
     def _check(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, dim, ...) -> float32, channels last."""
+        """z (B, dim, ...), checked."""
         if z.dim() < 3 or z.shape[1] != self.dim:
             raise ValueError(f"residual FSQ expects (B, {self.dim}, ...) latents (one channel per level), "
                              f"got shape {tuple(z.shape)}")
-        return z.float().movedim(1, -1)
+        return z
 
     def _grids_of_bound(self, bounded: torch.Tensor) -> list[torch.Tensor]:
         """The rounded grid values of every stage, from FSQ's bounded latent (channels last)."""
@@ -124,14 +124,17 @@ class ResidualFSQ(Quantizer):
     def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> QuantizerOutput:
         with torch.autocast(device_type=z.device.type, enabled=False):
             # value exactly the sum of the stage codes, gradient the identity to u = bound(z) / half_width
-            z_q, indices = straight_through_bound(self.fsq, self._check(z), self._finish)
-            z_q = z_q.movedim(-1, 1)
+            z_q, indices = straight_through_bound(self.fsq, channels_last(self._check(z).float()), self._finish)
+            z_q = channels_first(z_q)
         return QuantizerOutput(z_q=z_q, indices=indices, loss=z.new_zeros((), dtype=torch.float32),
                                stats=self.stage_stats(indices.detach(), mask))
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=z.device.type, enabled=False):
-            return self._stack(self._grids_of_bound(self.fsq.bound(self._check(z))))
+            return self.traced_indices(self._check(z))
+
+    def traced_indices(self, z: torch.Tensor) -> torch.Tensor:
+        return self._stack(self._grids_of_bound(self.fsq.bound(channels_last(z.float()))))
 
     def stage_stats(self, indices: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Usage and perplexity over every stage's codes together (as multichannel VQ counts its
@@ -156,15 +159,25 @@ class ResidualFSQ(Quantizer):
                              f"(this residual quantiser has {self.stages} stages)")
         return stages
 
-    def stage_codes(self, indices: torch.Tensor) -> list[torch.Tensor]:
-        """(B, *spatial, stages) ids (or (B, *spatial) for one stage) -> each stage's code, (B, dim, *spatial)."""
-        per = indices.unsqueeze(-1) if self.stages == 1 else indices
+    def _check_ids(self, indices: torch.Tensor) -> torch.Tensor:
+        """Checked ids, one per stage: (B, *spatial, stages) (a single stage's (B, *spatial) unsqueezed)."""
         if self.stages > 1 and (indices.dim() < 2 or indices.shape[-1] != self.stages):
             raise ValueError(f"expected ids of shape (B, ..., {self.stages}) (one per stage), "
                              f"got {tuple(indices.shape)}")
+        per = indices.unsqueeze(-1) if self.stages == 1 else indices
+        for s in range(self.stages):   # every stage's, also those a k-stage decode leaves out
+            self.fsq.check_ids(per[..., s])
+        return per
+
+    def _stage_codes(self, per: torch.Tensor) -> list[torch.Tensor]:
+        """(B, *spatial, stages) ids -> each stage's code, channels last (no checks)."""
+        return [self._stage_code(self.fsq.traced_grid(per[..., s]), s) for s in range(self.stages)]
+
+    def stage_codes(self, indices: torch.Tensor) -> list[torch.Tensor]:
+        """(B, *spatial, stages) ids (or (B, *spatial) for one stage) -> each stage's code, (B, dim, *spatial)."""
+        per = self._check_ids(indices)
         with torch.autocast(device_type=indices.device.type, enabled=False):
-            grids = [self.fsq.indices_to_grid(per[..., s]) for s in range(self.stages)]
-            return [self._stage_code(g, s).movedim(-1, 1) for s, g in enumerate(grids)]
+            return [channels_first(c) for c in self._stage_codes(per)]
 
     def codes_to_indices(self, z_q: torch.Tensor) -> torch.Tensor:
         """(B, dim, ...) codes -> the stage ids whose sum they are (inverse of indices_to_codes, also
@@ -177,4 +190,11 @@ class ResidualFSQ(Quantizer):
         as forward produces it (forward with stage dropout: for the k it drew). Later stages' ids
         are read (they must be valid) but do not count."""
         k = self.check_stages(stages)
-        return self._sum(self.stage_codes(indices)[:k])
+        per = self._check_ids(indices)
+        with torch.autocast(device_type=indices.device.type, enabled=False):
+            return channels_first(self._sum(self._stage_codes(per)[:k]))
+
+    def traced_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices_to_codes(indices) (every stage) without its checks."""
+        per = indices.unsqueeze(-1) if self.stages == 1 else indices
+        return channels_first(self._sum(self._stage_codes(per)))
