@@ -132,12 +132,14 @@ def image_ways(tok: Tokenizer, images: list[torch.Tensor], sizes: list[int], dec
 
 
 def measure(ways: dict, repeats: int) -> dict[str, list[float]]:
-    """Wall seconds of each way, interleaved round by round after one warm-up call each."""
-    for fn in ways.values():
-        fn()
+    """Wall seconds of each way, interleaved round by round; every timed call follows an untimed
+    call of the same way. (Timed right after another way, the first call paid for the switch: after
+    the 2-worker ways the next way ran 1.5-1.8x slower, which made its neighbours look faster;
+    a user runs one way all along, so the steady state is what counts.)"""
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeats):
         for name, fn in ways.items():
+            fn()
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

@@ -11,7 +11,7 @@ import torch
 
 from cli_helpers import SR, cli, tone
 from test_streaming import mel, tokenizer
-from vqkit.models.batched import plan_batches, run_batched, Field
+from vqkit.models.batched import Field, decode_batch, plan_batches, run_batched
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,12 +25,16 @@ def check_same(tok, lengths=LENGTHS, budget=400, stages=None):
     batched = tok.encode_batch(mels, batch_frames=budget)
     for n, a, b in zip(lengths, alone, batched):
         assert a.shape == b.shape and torch.equal(a, b), f"tokens of a {n}-frame clip differ in a batch"
+    ref = {refined: [tok.decode(t, refined, stages) for t in alone] for refined in (True, False)}
     for refined in (True, False):
-        ref = [tok.decode(t, refined, stages) for t in alone]
         out = tok.decode_batch(alone, refined, stages, batch_frames=budget)
-        for n, a, b in zip(lengths, ref, out):
+        for n, a, b in zip(lengths, ref[refined], out):
             assert a.shape == b.shape, (n, a.shape, b.shape)
             assert (a - b).abs().max() < 1e-5, f"decoded {n}-frame clip differs in a batch (refined={refined})"
+    # the output and the draft from one decoder pass (what eval scores)
+    pairs = decode_batch(tok, alone, True, stages, batch_frames=budget, with_draft=True)
+    for n, a, d, (b, e) in zip(lengths, ref[True], ref[False], pairs):
+        assert (a - b).abs().max() < 1e-5 and (d - e).abs().max() < 1e-5, f"{n}-frame clip: output / draft pair"
 
 
 @pytest.mark.parametrize("downsample", [1, 4])
@@ -116,6 +120,8 @@ def test_image_batches_equal_one_at_a_time():
         assert torch.equal(t, tok.encode(x))
     for t, y in zip(tokens, tok.decode_batch(tokens, batch_images=2)):
         assert (y - tok.decode(t)).abs().max() < 1e-5
+    for t, (y, draft) in zip(tokens, decode_batch(tok, tokens, batch_images=2, with_draft=True)):
+        assert (y - tok.decode(t)).abs().max() < 1e-5 and (draft - tok.decode(t, refined=False)).abs().max() < 1e-5
 
 
 def test_cli_batched_encode_writes_the_files_of_one_at_a_time(ckpt_21, tmp_path, capsys):

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from .shared import add_max_pixels, log
 
-MAX_WORKERS = 8   # the default never starts more file threads than this
-
 
 def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signals: bool) -> None:
     """A file verb's subparser: `reads_signals` (audio/images in) adds --max-pixels, `writes_signals`
@@ -22,8 +20,8 @@ def add_file_parser(sub, verb: str, what: str, reads_signals: bool, writes_signa
     p.add_argument("-o", "--output", required=True)
     p.add_argument("-q", "--quiet", action="store_true", help="no line per file (summary and skips only)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="files go through N threads at once, each with its share of torch's threads (default: "
-                        f"one per torch thread on CPU, at most {MAX_WORKERS}; 1 on a GPU)")
+                   help="files go through N threads at once, each with its share of torch's threads (default 1: "
+                        "on 2 cores more workers were no faster; many-core machines may differ)")
     if reads_signals:
         add_max_pixels(p)
         p.add_argument("--batch-frames", type=int, default=None, metavar="F",
@@ -81,16 +79,14 @@ def _failure(src: Path, dst: Path, e: Exception) -> str:
 
 
 def worker_count(args, tok) -> int:
-    """--workers, or its default: on CPU one worker per torch thread (2 workers of 1 thread each ran
-    1.7-1.8x faster than one of 2 threads on 2 cores: these models' ops are too small to share a
-    core pair well; bench_batch_inference.py), on a GPU one."""
-    import torch
-
+    """--workers (default 1: on the 2-core CPU this was measured on, 2 workers of one torch thread
+    each ran no faster than one of two threads, whatever the batch size: the models' convolutions
+    are bound by memory bandwidth there; bench_batch_inference.py measures it on yours)."""
     n = getattr(args, "workers", None)
-    if n is not None and n < 1:
-        raise ValueError(f"--workers {n}: must be >= 1")
     if n is None:
-        n = max(1, min(MAX_WORKERS, torch.get_num_threads())) if tok.norm_mean.device.type == "cpu" else 1
+        return 1
+    if n < 1:
+        raise ValueError(f"--workers {n}: must be >= 1")
     if n > 1 and tok.spatial_dims == 1:
         tok.bounded   # measures the receptive field once, here, not once per worker thread
     return n

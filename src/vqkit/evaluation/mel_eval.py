@@ -36,10 +36,14 @@ class MelAccumulator:
         each clip's result equal to running it alone); nothing is counted until add_computed."""
         model = self.model
         xs = [(m[:, : self.max_frames] if self.max_frames else m).to(model.norm_mean.device).float() for m in mels]
+        from ..models.batched import decode_batch
+
         tokens = model.encode_batch(xs)
-        outputs = {"draft": model.decode_batch(tokens, refined=False)}
-        if model.refiner is not None:
-            outputs["refined"] = model.decode_batch(tokens)
+        if model.refiner is not None:   # one decoder pass gives both
+            pairs = decode_batch(model, tokens, with_draft=True)
+            outputs = {"refined": [r for r, _ in pairs], "draft": [d for _, d in pairs]}
+        else:
+            outputs = {"draft": model.decode_batch(tokens, refined=False)}
         for k in range(1, model.stages or 1):   # residual quantisers: the output from the first k stages
             outputs[f"stages_{k}"] = model.decode_batch(tokens, stages=k)
         n = [x.shape[-1] for x in xs]

@@ -149,9 +149,11 @@ def encode_batch(tok, signals: Sequence[torch.Tensor], batch_frames: int | None 
 
 @torch.no_grad()
 def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stages: int | None = None,
-                 batch_frames: int | None = None, batch_images: int | None = None) -> list[torch.Tensor]:
+                 batch_frames: int | None = None, batch_images: int | None = None,
+                 with_draft: bool = False) -> list:
     """Each one's tokens -> its signal, equal to `tok.decode(tokens, refined, stages)`, in batches of
-    at most `batch_frames` output frames (mels) or `batch_images` token grids of one size."""
+    at most `batch_frames` output frames (mels) or `batch_images` token grids of one size.
+    with_draft: each item is (signal, draft), both from one decoder pass (evaluation scores both)."""
     from .streaming import _time_back, _time_last, inference_copy
 
     tokens = _check(tok, tokens, "token arrays")
@@ -168,16 +170,20 @@ def decode_batch(tok, tokens: Sequence[torch.Tensor], refined: bool = True, stag
     model = inference_copy(tok)
     use_refiner = refined and model.refiner is not None
     if tok.spatial_dims == 2:
-        return same_size([t.long() for t in tokens], batch_images or default_batch_images(tok),
-                         lambda t: model._decode_clip(t, use_refiner, stages))
-    if not tok.bounded or any(tok._long(t.shape[0] * tok.downsample) for t in tokens):
-        return [tok.decode(t, refined, stages) for t in tokens]
-    ctx, d = tok.time_context, tok.downsample
-    field = Field(unit=1, ratio=d, past=ctx.decoder_past, future=ctx.decoder_future,
-                  align=ctx.align // math.gcd(ctx.align, d))
-    return run_batched(lambda t: model._decode_clip(_time_back(tok, t), use_refiner, stages),
-                       [_time_last(tok, t.long()) for t in tokens], field, 0,
-                       max(1, (batch_frames or DEFAULT_BATCH_FRAMES) // d))
+        out = same_size([t.long() for t in tokens], batch_images or default_batch_images(tok),
+                        lambda t: model._decode_clip(t, use_refiner, stages, with_draft))
+    elif not tok.bounded or any(tok._long(t.shape[0] * tok.downsample) for t in tokens):
+        out = [tok.decode(t, refined, stages) for t in tokens]   # whole-clip models and very long clips go alone
+        if with_draft:
+            out = [torch.stack([y, tok.decode(t, False, stages)]) for y, t in zip(out, tokens)]
+    else:
+        ctx, d = tok.time_context, tok.downsample
+        field = Field(unit=1, ratio=d, past=ctx.decoder_past, future=ctx.decoder_future,
+                      align=ctx.align // math.gcd(ctx.align, d))
+        out = run_batched(lambda t: model._decode_clip(_time_back(tok, t), use_refiner, stages, with_draft),
+                          [_time_last(tok, t.long()) for t in tokens], field, 0,
+                          max(1, (batch_frames or DEFAULT_BATCH_FRAMES) // d))
+    return [(y[0], y[1]) for y in out] if with_draft else out
 
 
 def same_size(items: list[torch.Tensor], per: int, fn) -> list:

@@ -195,13 +195,16 @@ class Tokenizer(TokenRates, nn.Module):   # rates, bits and token grids: models/
             y = self._decode_clip(t, refined, stages)
         return y[0] if single else y
 
-    def _decode_clip(self, t: torch.Tensor, refined: bool, stages: int | None = None) -> torch.Tensor:
+    def _decode_clip(self, t: torch.Tensor, refined: bool, stages: int | None = None,
+                     with_draft: bool = False) -> torch.Tensor:
+        """Tokens (B, ...) -> output (B, C, ...); with_draft: (B, 2, C, ...), the output and the draft
+        from one decoder pass."""
         t = t.to(self.norm_mean.device)
         # only residual quantisers take `stages` (check_stages refused it for the others)
         z_q = self.quantizer.indices_to_codes(t) if stages is None else self.quantizer.indices_to_codes(t, stages)
         draft, hidden = self.decoder(z_q)
         out = self.refiner(draft, hidden) if (refined and self.refiner is not None) else draft
-        return self.denormalize(out)
+        return torch.stack([self.denormalize(out), self.denormalize(draft)], 1) if with_draft else self.denormalize(out)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, refined: bool = True, stages: int | None = None) -> torch.Tensor:
