@@ -77,7 +77,6 @@ def _failure(src: Path, dst: Path, e: Exception) -> str:
     return f"skipped {text}" if text.startswith(str(src)) else f"skipped {src}: {text}"
 
 
-
 def worker_count(args, tok) -> int:
     """--workers (default 1: on the 2-core CPU this was measured on, 2 workers of one torch thread
     each ran no faster than one of two threads, whatever the batch size: the models' convolutions

@@ -34,10 +34,10 @@ class MelAccumulator:
     def compute(self, mels: list[torch.Tensor]) -> list[dict]:
         """The model's outputs for log-mels (n_mels, T_i), in padded batches (Tokenizer.encode_batch,
         each clip's result equal to running it alone); nothing is counted until add_computed."""
-        model = self.model
-        xs = [(m[:, : self.max_frames] if self.max_frames else m).to(model.norm_mean.device).float() for m in mels]
         from ..models.batched import decode_batch
 
+        model = self.model
+        xs = [(m[:, : self.max_frames] if self.max_frames else m).to(model.norm_mean.device).float() for m in mels]
         tokens = model.encode_batch(xs)
         if model.refiner is not None:   # one decoder pass gives both
             pairs = decode_batch(model, tokens, with_draft=True)
