@@ -148,7 +148,7 @@ def load_corpora(args: argparse.Namespace, folder: Path | None, cache_dir: Path)
         cfg = load_config(preset=args.preset, overrides=args.base_overrides +
                           ([f"data.feature_cache={cache}"] if cache else []))
         t0 = time.perf_counter()
-        items, _ = load_train_and_valid(cfg, str(folder), None)   # held-out files split off as in training
+        items, _, _ = load_train_and_valid(cfg, str(folder), None)   # held-out files split off as in training
         seconds = time.perf_counter() - t0
         mb = items.nbytes if cache else sum(x.numel() * x.element_size() for x in items)
         rows.append({"source": name, "seconds": seconds, "items": len(items), "data_mb": mb / 2**20,

@@ -29,7 +29,7 @@ def mel_reports(mel_run, demo_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("reports")
     for name in ("a", "b"):
         assert main(["eval", str(mel_run), "--data", str(demo_dir / "heldout"), "--out", str(out / name),
-                     "--examples", "2", "--max-vocoded", "3", "--no-progress"]) == 0
+                     "--examples", "2", "--max-vocoded", "2", "--no-progress"]) == 0
     return [json.loads((out / n / "metrics.json").read_text()) for n in ("a", "b")], out
 
 
@@ -40,7 +40,7 @@ def test_mel_eval_is_deterministic_and_records_provenance(mel_reports, mel_run):
     assert a["tokenizer_id"] and a["checkpoint"].endswith("step_00000004")
     assert {"torch", "pesq", "pystoi", "librosa", "vqkit"} <= set(a["metric_versions"])
     m = a["metrics"]
-    assert m["vocoded_clips"] == 3
+    assert m["vocoded_clips"] == 2
     # A 4-step model reconstructs badly: intelligibility and quality are well below a clean copy.
     assert 1.0 <= m["vocoded_pesq_wb"] < 3.0 and 0 < m["vocoded_stoi"] < 0.95 and m["vocoded_mr_stft"] > 0.5
 
@@ -88,9 +88,12 @@ def test_image_eval_with_rfid_and_lpips(tmp_path):
     args = ["eval", str(run), "--data", str(data / "heldout"), "--crop", "64", "--no-progress",
             "--vgg-weights", str(vgg), "--lpips-weights", str(heads), "--inception-weights", str(inception)]
     assert main(args + ["--out", str(tmp_path / "r1")]) == 0
-    assert main(args + ["--out", str(tmp_path / "r2")]) == 0
+    # again without rFID (its 2048 x 2048 matrix square root is most of an eval's time here): every
+    # other number the same
+    assert main(args[:-2] + ["--out", str(tmp_path / "r2")]) == 0
     r1, r2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("r1", "r2"))
-    assert r1["metrics"] == r2["metrics"]
+    assert {k: v for k, v in r1["metrics"].items() if k != "rfid"} == r2["metrics"]
+    assert r2["settings"]["lpips"] and not r2["settings"]["rfid"]
     m = r1["metrics"]
     assert m["rfid"] > 0 and m["lpips"] > 0 and m["images"] == 3
     assert r1["settings"]["rfid"] and r1["settings"]["lpips"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import numpy as np
 import pytest
@@ -182,6 +183,20 @@ def test_traced_quantiser_methods_equal_indices_and_indices_to_codes(overrides, 
     random_ids = torch.randint(0, q.codebook_size, ids.shape)   # also id tuples no encoder makes
     for some in (ids, random_ids):
         torch.testing.assert_close(q.traced_codes(some), q.indices_to_codes(some), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("overrides", TRACED)
+def test_every_quantiser_refuses_ids_out_of_range_and_decodes_no_ids(overrides):
+    """One range check (Quantizer.check_ids) for every kind: it names the range, and empty ids pass."""
+    q = build_quantizer(_quantizer_config(overrides)).eval()
+    ids = q.indices(torch.randn(1, q.dim, 6))
+    for bad, shown in ((q.codebook_size, f"[0, {q.codebook_size}]"), (-1, "[-1, 0]")):
+        wrong = ids.clone().zero_()
+        wrong.view(-1)[-1] = bad
+        with pytest.raises(ValueError, match=rf"token ids must be in \[0, {q.codebook_size}\), "
+                                             rf"got range {re.escape(shown)}"):
+            q.indices_to_codes(wrong)
+    assert q.indices_to_codes(ids[:, :0]).shape == (1, q.dim, 0)
 
 
 class _Call(torch.nn.Module):

@@ -19,6 +19,7 @@ from vqkit.cli import main
 from vqkit.config import from_dict
 from vqkit.config.prior_schema import PriorConfig
 from vqkit.io.hub import HubError, is_repo_id
+from vqkit.io.run_records import file_list_hash
 from vqkit.models.hub_card import stage_tokenizer, tokenizer_card
 from vqkit.models.tokenizer import Tokenizer
 from vqkit.priors.hub_card import stage_prior
@@ -279,6 +280,10 @@ def test_the_card_quotes_the_runs_eval_report_and_the_corpus_licence(tmp_path, c
     assert f"| bits_per_image | {int(record['metrics']['bits_per_image'])} |" in card
     assert f"({corpus}/manifest.json) states its source and licence: scikit-image 0.25, CC0; public domain." in card
     assert tokenizer_card(tok, "org/img", source=run) == card   # the run folder: its latest checkpoint
+    train_list = file_list_hash(["p0.png", "p1.png", "p2.png"])
+    assert (f"Trained on 3 files in `{(corpus / 'train').resolve()}` (3 images, 0.0 megapixels), file list sha256 "
+            f"{train_list}. Its corpus manifest states the source and licence: scikit-image 0.25, CC0; public domain. "
+            f"Held out while training: 2 files in `{(corpus / 'heldout').resolve()}`") in card
     earlier = run / "checkpoints" / "step_00000002"
     card2 = tokenizer_card(Tokenizer.from_pretrained(earlier), "org/img", source=earlier)
     assert "| trained steps | 2 |" in card2 and "Held-out metrics" not in card2

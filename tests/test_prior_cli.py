@@ -17,6 +17,8 @@ from vqkit.cli import main
 from vqkit.config import load_config
 from vqkit.config.prior_schema import PriorConfig
 from vqkit.models.tokenizer import Tokenizer
+from vqkit.io.run_records import training_data
+from vqkit.priors.hub_card import prior_card
 from vqkit.priors.prior import TokenPrior
 from vqkit.priors.token_data import TokenCorpus
 from vqkit.training.checkpoint import best_checkpoint, latest_checkpoint
@@ -68,6 +70,12 @@ def test_mel_prior_cli_samples_audio_and_visualises(mel_tokens, tmp_path, capsys
                  "data.crop=[16]", "train.steps=6", "train.save_every=6", "train.eval_every=6"]) == 0
     prior = TokenPrior.from_pretrained(run)
     assert prior.meta["tokenizer_id"] == Tokenizer.from_pretrained(mel_tokens / "tok").tokenizer_id
+    (entry,) = training_data(run)   # what the prior's model card quotes
+    n_train, n_held = (len(list((mel_tokens / s).glob("*.npy"))) for s in ("train", "heldout"))
+    assert (entry["train"]["files"], entry["heldout"]["files"]) == (n_train, n_held) and n_train > 2
+    assert entry["tokenizer"] == str((mel_tokens / "tok").resolve())
+    card = prior_card(prior, "org/prior", source=run)
+    assert f"Trained on {n_train} files in `{(mel_tokens / 'train').resolve()}`" in card
     assert main(["sample", str(run), "-n", "3", "--batch-size", "2", "-o", str(tmp_path / "s"), "--top-k", "50",
                  "--vocoder", "griffin-lim"]) == 0
     tokens = np.load(tmp_path / "s" / "sample_002.npy")

@@ -173,3 +173,32 @@ def test_init_from_refuses_weights_that_do_not_fit(tmp_path, synthetic_mels):
     torch.save({"x": torch.zeros(1)}, pickled / "model.safetensors")
     with pytest.raises(ValueError, match=r"pickled/model.safetensors: .*never unpickles"):
         Trainer(make_cfg(f"train.init_from={pickled}"), tmp_path / "d", synthetic_mels, log=quiet, progress=False)
+
+
+def test_a_run_records_its_training_data_and_a_resume_on_other_files(tmp_path, synthetic_mels):
+    """training_data.json: one entry per start on other files, from the step it started at; a restart
+    from an earlier checkpoint drops the later entries; a checkpoint's view leaves out later ones."""
+    from vqkit.io.run_records import folder_record, training_data
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x.wav").write_bytes(b"")
+    first = {"train": folder_record(tmp_path / "a", ["x.wav", "y.wav"], {"too short": 1}), "heldout": None}
+    other = {"train": folder_record(tmp_path / "a", ["x.wav"]), "heldout": None}
+    assert first["train"]["file_list_sha256"] != other["train"]["file_list_sha256"]
+    assert first["train"] | {"file_list_sha256": "", "root": ""} == {
+        "root": "", "files": 2, "skipped": {"too short": 1}, "file_list_sha256": "", "licence": None}
+    extra = ["train.save_every=2", "train.keep_last=4", "train.eval_every=1000", "model.backbone.channels=[16]"]
+    run_dir = tmp_path / "run"
+    Trainer(make_cfg("train.steps=2", *extra), run_dir, synthetic_mels, log=quiet, progress=False).fit(data=first)
+    again = Trainer(make_cfg("train.steps=4", *extra), run_dir, synthetic_mels, log=quiet, progress=False)
+    again.fit(resume=True, data=first)   # the same files: no new entry
+    assert [e["from_step"] for e in training_data(run_dir)] == [0]
+    Trainer(make_cfg("train.steps=6", *extra), run_dir, synthetic_mels, log=quiet, progress=False).fit(
+        resume=True, data=other)
+    entries = training_data(run_dir)
+    assert [(e["from_step"], e["train"]["files"]) for e in entries] == [(0, 2), (4, 1)]
+    assert training_data(run_dir / "checkpoints" / "step_00000002", at_most=2) == entries[:1]
+    Trainer(make_cfg("train.steps=4", *extra), run_dir, synthetic_mels, log=quiet, progress=False).fit(
+        resume=str(run_dir / "checkpoints" / "step_00000002"), data=first)
+    assert training_data(run_dir) == entries[:1]
+    assert training_data(tmp_path / "a") is None

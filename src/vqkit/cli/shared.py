@@ -43,21 +43,31 @@ def _pick(items, indices: list[int]):
 
 
 def load_train_and_valid(cfg, data: str, valid_data: str | None):
-    """(training items, held-out items): --valid-data's, else a file-name hash split of data."""
+    """(training items, held-out items, what the run records of them: io/run_records.folder_record
+    of each): --valid-data's, else a file-name hash split of data."""
     from ..data.audio_corpus import split_by_hash
+    from ..io.run_records import folder_record
     from ..modalities import modality_of
 
     modality = modality_of(cfg)
     corpus, train = modality.load_corpus(cfg, data, log)
+    names, split = corpus.relative_paths(), None
+    heldout = None
     if valid_data:
-        valid = modality.load_corpus(cfg, valid_data, log)[1]
+        held_corpus, valid = modality.load_corpus(cfg, valid_data, log)
+        heldout = folder_record(valid_data, held_corpus.relative_paths(), held_corpus.skipped, held_corpus.summary())
     elif cfg.data.valid_fraction > 0 and len(train) >= 2:
-        tr, va = split_by_hash(corpus.relative_paths(), cfg.data.valid_fraction)
+        tr, va = split_by_hash(names, cfg.data.valid_fraction)
         train, valid = _pick(train, tr), _pick(train, va)
+        split = f"the files a file-name hash does not hold out (data.valid_fraction {cfg.data.valid_fraction:g})"
+        heldout = folder_record(data, [names[i] for i in va], split="held out by file-name hash "
+                                f"(data.valid_fraction {cfg.data.valid_fraction:g})")
+        names = [names[i] for i in tr]
         log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
-    return train, modality.heldout_items(cfg, valid)
+    record = {"train": folder_record(data, names, corpus.skipped, corpus.summary(), split), "heldout": heldout}
+    return train, modality.heldout_items(cfg, valid), record
 
 
 def run_config(args, default_preset: str, schema: type = Config):

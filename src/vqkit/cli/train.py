@@ -23,13 +23,13 @@ def run(args) -> int:
     check_run_folder(args, [("--data", args.data), ("--valid-data", args.valid_data)])
     cfg = run_config(args, "mqgan-refiner")
     check_training_memory(cfg)   # a size that cannot fit is refused now, not after loading the data
-    train, valid = load_train_and_valid(cfg, args.data, args.valid_data)
+    train, valid, data = load_train_and_valid(cfg, args.data, args.valid_data)
     trainer = Trainer(cfg, run, train, valid, log=log, progress=not args.no_progress)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
     crop = modality_of(cfg).crop_text(cfg)
     log(f"training {cfg.name}: {n_params / 1e6:.2f}M generator parameters, {cfg.train.steps} steps, "
         f"batch {cfg.train.batch_size} x {crop}, device {trainer.acc.device}")
-    trainer.fit(resume=args.resume or False)
+    trainer.fit(resume=args.resume or False, data=data)
     ended = "stopped by train.max_minutes" if trainer.stopped_early else "done"
     log(f"{ended}: checkpoint {run / 'checkpoints'}, logs {run / 'metrics.jsonl'}, samples {run / 'samples'}")
     return 0

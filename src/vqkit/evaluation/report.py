@@ -17,7 +17,6 @@ checkpoint and data give the same numbers.
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
@@ -30,6 +29,7 @@ from tqdm import tqdm
 from ..version import __version__
 from ..io.files import WriteError, atomic_write
 from ..io.paths import check_output_folder, output_folder, refuse_overlap
+from ..io.run_records import file_list_hash
 from ..io.weights import resolve_checkpoint_dir
 
 GROUP_FILES = 16   # files whose outputs are computed in one batched call
@@ -143,7 +143,7 @@ def evaluate_folder(tok, modality, folder: str | Path, out_dir: str | Path, n_ex
             "checkpoint": str(ckpt) if ckpt else None,
             "tokenizer_id": tok.tokenizer_id,
             "data": {"root": str(folder), "files": len(used), "skipped": skipped,
-                     "file_list_sha256": hashlib.sha256("\n".join(used).encode()).hexdigest()[:16]},
+                     "file_list_sha256": file_list_hash(used)},
             "metric_versions": _versions(),
             "settings": {"config": tok.config.name, "modality": tok.modality, "crop": modality.report_crop(crop),
                          "vocoder": getattr(vocoder, "name", None), "max_vocoded": max_vocoded,

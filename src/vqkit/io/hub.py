@@ -126,6 +126,35 @@ def table(rows: list[tuple[str, object]], header: tuple[str, str] = ("", "")) ->
     return "\n".join(lines)
 
 
+def _folder_text(f: dict) -> str:
+    text = f"{f.get('files', '?')} files in `{f.get('root', '?')}`"
+    text += f" ({f['summary']})" if f.get("summary") else ""
+    text += f", file list sha256 {f.get('file_list_sha256', '?')}"
+    text += f": {f['split']}" if f.get("split") else ""
+    licence = f.get("licence")
+    if isinstance(licence, dict):
+        text += f". Its corpus manifest states the source and licence: {licence.get('source')}, {licence.get('licence')}"
+    return text + "."
+
+
+def training_data_text(entries: list[dict] | None, given: str | None, missing: str) -> str:
+    """A card's "Training data" section: `given` (the uploader's own words) and what the run recorded
+    in training_data.json (io/run_records.py), one paragraph per entry (a resume on other files adds
+    one); `missing` when neither says anything."""
+    parts = [given] if given else []
+    for e in entries or []:
+        if not isinstance(e.get("train"), dict):
+            continue
+        lead = f"From step {e.get('from_step', 0)}, trained" if len(entries) > 1 else "Trained"
+        text = f"{lead} on {_folder_text(e['train'])}"
+        if isinstance(e.get("heldout"), dict):
+            text += f" Held out while training: {_folder_text(e['heldout'])}"
+        if e.get("tokenizer"):
+            text += f" Tokens of the tokenizer at `{e['tokenizer']}`."
+        parts.append(text)
+    return "\n\n".join(parts) or missing
+
+
 def render_card(title: str, intro: str, sections: list[tuple[str, str]], license: str | None,
                 tags: list[str]) -> str:
     """A model card: YAML front matter (library_name vqkit, license (`other` when not stated), tags

@@ -1,14 +1,18 @@
 """What a training run recorded about a checkpoint, for its model card and `vqkit info`: the steps
-trained (train_state.json), held-out records (metrics.jsonl), the held-out metrics of `vqkit eval`
-(report/metrics.json) and the data it was evaluated on, with the licence a demo corpus states in
-its manifest.json. Only what the files say: a missing or unreadable record is left out, never
+trained (train_state.json), the data it was trained on (training_data.json, written here when a run
+starts or resumes), held-out records (metrics.jsonl), the held-out metrics of `vqkit eval`
+(report/metrics.json) and the data it was evaluated on, with the licence a corpus states in its
+manifest.json. Only what the files say: a missing or unreadable record is left out, never
 guessed. Ground floor."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from .files import TooLargeError, read_limited
+from .files import TooLargeError, atomic_write, read_limited
+
+DATA_RECORD = "training_data.json"
 
 
 def _json(path: Path, what: str, limit: int = 2**24):
@@ -99,4 +103,54 @@ def corpus_licence(root: str | Path) -> dict | None:
             licence = "; ".join(found) if found else None
         if licence:
             return {"source": manifest.get("source"), "licence": licence, "folder": str(d)}
+    return None
+
+
+def file_list_hash(relative_paths: list[str]) -> str:
+    """A short hash naming a file list (its '/'-separated relative paths, in order)."""
+    return hashlib.sha256("\n".join(relative_paths).encode()).hexdigest()[:16]
+
+
+def folder_record(root: str | Path, relative_paths: list[str], skipped: dict | None = None,
+                  summary: str | None = None, split: str | None = None) -> dict:
+    """What a run records of the files it read from one folder: where, how many, which (a hash of
+    the list), what was skipped and why, and the licence the corpus manifest states (or None).
+    split: how these files were picked from the folder, when not all of it."""
+    record = {"root": str(Path(root).resolve()), "files": len(relative_paths), "skipped": dict(skipped or {}),
+              "file_list_sha256": file_list_hash(relative_paths), "licence": corpus_licence(root)}
+    if summary:
+        record["summary"] = summary
+    if split:
+        record["split"] = split
+    return record
+
+
+def record_training_data(run: Path, step: int, data: dict) -> None:
+    """Append {"from_step": step, **data} (data: {"train": folder_record, "heldout": ...}) to the
+    run's training_data.json, unless the last entry already says the same: a resumed run on other
+    files gets a second entry, from the step it resumed at."""
+    path = Path(run) / DATA_RECORD
+    recorded = _data_entries(path) or []
+    entries = [e for e in recorded if e["from_step"] < step]   # a restart from earlier replaces later ones
+    if not (entries and {k: v for k, v in entries[-1].items() if k != "from_step"} == data):
+        entries.append({"from_step": step, **data})
+    if entries != recorded:
+        atomic_write(path, json.dumps({"entries": entries}, indent=1) + "\n")
+
+
+def _data_entries(path: Path) -> list[dict] | None:
+    record = _json(path, "training data record")
+    if not (isinstance(record, dict) and isinstance(record.get("entries"), list)):
+        return None
+    return [e for e in record["entries"] if isinstance(e, dict) and isinstance(e.get("from_step"), int)]
+
+
+def training_data(folder: Path, at_most: int | None = None) -> list[dict] | None:
+    """The entries of training_data.json in a run folder or beside a checkpoint of it, those from
+    step `at_most` or before (a checkpoint's step: later entries are of later training); None when
+    no readable record is there (a run from before the record existed, a save_pretrained folder)."""
+    for d in _around(Path(folder)):
+        entries = _data_entries(d / DATA_RECORD)
+        if entries is not None:
+            return [e for e in entries if at_most is None or e["from_step"] <= at_most]
     return None

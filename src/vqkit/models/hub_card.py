@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..io.hub import push, render_card, stage, table
-from ..io.run_records import checkpoint_of, checkpoint_step, corpus_licence, eval_report
+from ..io.hub import push, render_card, stage, table, training_data_text
+from ..io.run_records import checkpoint_of, checkpoint_step, corpus_licence, eval_report, training_data
 
 
 def _count(module) -> int:
@@ -43,7 +43,7 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
     """README.md for `tok` as `repo_id`. `source`: the checkpoint or run folder it came from, whose
     records (steps, `vqkit eval` report, a corpus manifest's licence) the card quotes; `license`: the
     weights' licence (front matter; "other" when not given); `data`: a line on the training data,
-    where the run's records do not say."""
+    added before what the run recorded (training_data.json)."""
     m = tok.config.model
     q = m.quantizer
     ckpt = checkpoint_of(source) if source is not None else None
@@ -66,7 +66,8 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
         ("tokenizer id", f"`{tok.tokenizer_id}` (hash of the weights; token files record it)"),
         ("trained steps", checkpoint_step(ckpt) if ckpt is not None else None),
     ])
-    training = data or "Not recorded with this checkpoint (a vqkit run does not store its --data folder)."
+    training = training_data_text(training_data(ckpt, checkpoint_step(ckpt)) if ckpt is not None else None, data,
+                                  "Not recorded with this checkpoint (it has no run folder with a training_data.json).")
     metrics = ""
     if report:
         d = report["data"] if isinstance(report.get("data"), dict) else {}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..io.hub import push, render_card, stage, table
-from ..io.run_records import checkpoint_of, checkpoint_step, last_record, run_dir
+from ..io.hub import push, render_card, stage, table, training_data_text
+from ..io.run_records import checkpoint_of, checkpoint_step, last_record, run_dir, training_data
 
 
 def prior_card(prior, repo_id: str, source: str | Path | None = None, license: str | None = None,
@@ -48,7 +48,8 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
            f"Or: `vqkit sample {repo_id} --tokenizer {tok} -n 16 -o OUT`.")
     tags = ["token-prior", m.kind, "audio" if meta_["modality"] == "mel" else "image"]
     return render_card(repo_id, f"A vqkit {m.kind} prior over the tokens of a {meta_['modality']} tokenizer.",
-                       [("Model", model), ("Training data", data or "Not recorded with this checkpoint."),
+                       [("Model", model), ("Training data", training_data_text(
+                           training_data(ckpt, checkpoint_step(ckpt)) if ckpt is not None else None, data, "Not recorded with this checkpoint.")),
                         ("Held-out metrics", metrics), ("Use", use)], license, tags)
 
 

@@ -33,6 +33,12 @@ class Quantizer(nn.Module):
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def check_ids(self, indices: torch.Tensor) -> None:
+        """Refuse ids outside [0, codebook_size), naming the range found (empty ids pass)."""
+        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
+            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
+                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """The codes of z only (inference: no loss, no usage statistics); the same as forward's."""
         return self(z).indices

@@ -160,9 +160,7 @@ class CodebookQuantizer(Quantizer):
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, *spatial[, channels]) ids -> (B, channels*dim, *spatial), exactly as forward produces."""
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
-                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+        self.check_ids(indices)
         if self.channels > 1 and (indices.dim() < 2 or indices.shape[-1] != self.channels):
             raise ValueError(f"expected ids of shape (B, ..., {self.channels}), got {tuple(indices.shape)}")
         with torch.autocast(device_type=indices.device.type, enabled=False):

@@ -104,11 +104,6 @@ class FSQ(Quantizer):
         self.check_ids(indices)
         return self.traced_grid(indices)
 
-    def check_ids(self, indices: torch.Tensor) -> None:
-        if indices.min() < 0 or indices.max() >= self.codebook_size:
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
-                             f"got range [{int(indices.min())}, {int(indices.max())}]")
-
     def traced_grid(self, indices: torch.Tensor) -> torch.Tensor:
         """indices_to_grid without its check (torch.div / remainder: `//` and `%`, as export spells them)."""
         digits = torch.remainder(torch.div(indices.long().unsqueeze(-1), self.basis, rounding_mode="floor"),

@@ -153,9 +153,7 @@ class LFQ(Quantizer):
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, *spatial) ids -> (B, dim, *spatial) codes, exactly as forward produces them."""
-        if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), "
-                             f"got range [{int(indices.min())}, {int(indices.max())}]")
+        self.check_ids(indices)
         with torch.autocast(device_type=indices.device.type, enabled=False):
             return self.traced_codes(indices)
 

@@ -28,6 +28,7 @@ from ..config import OptimConfig, TrainConfig
 from ..distributed import all_reduce_mean_, broadcast_, same_everywhere
 from ..io.weights import state_hash
 from ..io.metrics_log import MetricsLog
+from ..io.run_records import record_training_data
 from .checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, rng_state, save_best,
                          save_checkpoint, set_rng_state)
 
@@ -223,8 +224,9 @@ class TrainLoop:
         return True
 
     # ---- the loop ------------------------------------------------------------------------
-    def fit(self, resume: bool | str = False) -> dict:
+    def fit(self, resume: bool | str = False, data: dict | None = None) -> dict:
         """resume: False, True / "auto" (the newest complete checkpoint, or a fresh start), or a path.
+        data: what to record of the training data in the run (io/run_records.record_training_data).
         Trains to train.steps, or until train.max_minutes of this call have passed: the step that
         crosses the budget is then the last, logged, evaluated and saved like a final step, and
         `--resume` continues from its checkpoint (self.stopped_early tells which happened)."""
@@ -236,6 +238,8 @@ class TrainLoop:
             self.resume(None if resume in (True, "auto") else resume)
         if self.acc.is_main_process:
             self.save_config()
+            if data is not None:
+                record_training_data(self.run_dir, self.step, data)
         metrics = MetricsLog(self.run_dir, enabled=self.acc.is_main_process, resume_step=self.step)
         loader = torch.utils.data.DataLoader(
             self.batches, batch_size=None, sampler=range(self.step, t.steps), num_workers=self.num_workers,
