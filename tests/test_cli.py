@@ -50,6 +50,10 @@ def test_info_encode_decode_reconstruct(trained, demo_dir, tmp_path, capsys):
     assert main(["info", str(run)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["trained_steps"] == 6 and info["quantizer"].endswith("= 1000 codes")
+    (data,) = info["training_data"]
+    n_train, n_held = (len(list((demo_dir / s).glob("*.wav"))) for s in ("train", "heldout"))
+    assert (data["from_step"], data["train"]["files"], data["heldout"]["files"]) == (0, n_train, n_held)
+    assert data["train"]["licence"]["licence"] == json.loads((demo_dir / "manifest.json").read_text())["licence"]
     wav = sorted((demo_dir / "heldout").glob("*.wav"))[0]
     tokens = tmp_path / "t.npy"
     assert main(["encode", str(run), str(wav), "-o", str(tokens)]) == 0

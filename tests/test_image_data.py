@@ -163,3 +163,25 @@ def test_demo_images_need_scikit_image(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real(name, *a))
     with pytest.raises(RuntimeError, match="pip install scikit-image"):
         demo.make_demo_images(tmp_path / "x", log=lambda m: None)
+
+
+def test_a_hash_split_records_which_files_trained_and_which_were_held_out(tmp_path):
+    """What `vqkit train` records of a folder split by file-name hash: disjoint lists that add up."""
+    from vqkit.cli.shared import load_train_and_valid
+    from vqkit.config import load_config
+    from vqkit.data.audio_corpus import split_by_hash
+    from vqkit.io.run_records import file_list_hash
+
+    names = [f"im{i:02d}.png" for i in range(12)]
+    for i, name in enumerate(names):
+        write_noise(tmp_path / name, 24, 24, seed=i)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    cfg = load_config("vqgan", overrides=["data.valid_fraction=0.25"])
+    train, valid, record = load_train_and_valid(cfg, str(tmp_path), None)
+    tr, va = split_by_hash(names, 0.25)
+    assert (record["train"]["files"], record["heldout"]["files"]) == (len(train), len(valid)) == (len(tr), len(va))
+    assert record["train"]["file_list_sha256"] == file_list_hash([names[i] for i in tr])
+    assert record["heldout"]["file_list_sha256"] == file_list_hash([names[i] for i in va])
+    assert record["train"]["skipped"] == {"unreadable": 1} and record["train"]["root"] == str(tmp_path.resolve())
+    assert record["train"]["summary"].startswith("the folder: 12 images")
+    assert "held out by file-name hash (data.valid_fraction 0.25)" == record["heldout"]["split"]

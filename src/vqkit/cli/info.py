@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..config import available_presets
-    from ..io.run_records import checkpoint_step
+    from ..io.run_records import checkpoint_step, training_data
     from ..io.weights import resolve_checkpoint_dir
     from ..modalities import modality_of
 
@@ -40,6 +40,8 @@ def run(args) -> int:
         **({"stages": tok.stages, "bits_per_position": round(tok.bits_per_position, 2)} if tok.stages else {}),
         "refiner": m.refiner.mode if m.refiner is not None else "off",
         "trained_steps": checkpoint_step(ckpt),
+        # what the run recorded of its data, up to this checkpoint's step (None: no run record)
+        "training_data": training_data(ckpt, checkpoint_step(ckpt)),
     }
     info.update(modality_of(tok).facts(tok))
     log(json.dumps(info, indent=1))

@@ -66,7 +66,8 @@ def load_train_and_valid(cfg, data: str, valid_data: str | None):
         log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
-    record = {"train": folder_record(data, names, corpus.skipped, corpus.summary(), split), "heldout": heldout}
+    summary = corpus.summary() if split is None else f"the folder: {corpus.summary()}"
+    record = {"train": folder_record(data, names, corpus.skipped, summary, split), "heldout": heldout}
     return train, modality.heldout_items(cfg, valid), record
 
 

@@ -126,13 +126,16 @@ def table(rows: list[tuple[str, object]], header: tuple[str, str] = ("", "")) ->
     return "\n".join(lines)
 
 
-def _folder_text(f: dict) -> str:
+def _folder_text(f: dict, said: dict | None = None) -> str:
+    """One folder of a training_data.json entry; `said`: a licence already quoted (not repeated)."""
     text = f"{f.get('files', '?')} files in `{f.get('root', '?')}`"
     text += f" ({f['summary']})" if f.get("summary") else ""
     text += f", file list sha256 {f.get('file_list_sha256', '?')}"
     text += f": {f['split']}" if f.get("split") else ""
     licence = f.get("licence")
-    if isinstance(licence, dict):
+    if licence == said:
+        text += ", under the same licence" if licence else ""
+    elif isinstance(licence, dict):
         text += f". Its corpus manifest states the source and licence: {licence.get('source')}, {licence.get('licence')}"
     return text + "."
 
@@ -148,7 +151,7 @@ def training_data_text(entries: list[dict] | None, given: str | None, missing: s
         lead = f"From step {e.get('from_step', 0)}, trained" if len(entries) > 1 else "Trained"
         text = f"{lead} on {_folder_text(e['train'])}"
         if isinstance(e.get("heldout"), dict):
-            text += f" Held out while training: {_folder_text(e['heldout'])}"
+            text += f" Held out while training: {_folder_text(e['heldout'], e['train'].get('licence'))}"
         if e.get("tokenizer"):
             text += f" Tokens of the tokenizer at `{e['tokenizer']}`."
         parts.append(text)
