@@ -28,9 +28,11 @@ PLAIN = ["model.quantizer.codebook_dim=null", "model.quantizer.l2_norm=false"]  
 # name -> overrides of the preset; every codebook has 16384 codes
 VARIANTS: dict[str, list[str]] = {
     "vq": PLAIN,
+    # the preset re-seeds dead codes from the batch's latents (since 2026-12-02, fourth session); 2048
+    # latents a step over 16384 codes is 0.125 per code a step on average, so "dead" = under a tenth
+    # of that (the config default 0.1 is most of the average)
     "vq l2 (preset)": [],
-    # dead codes re-seeded from the batch's latents; 2048 latents a step over 16384 codes is 0.125 per
-    # code a step on average, so "dead" = under a tenth of that (the default 0.1 is most of the average)
+    "vq l2, no restarts": ["model.quantizer.restart_dead_codes=false"],
     "vq l2 + restarts": ["model.quantizer.restart_dead_codes=true", "model.quantizer.dead_code_threshold=0.01"],
     "simvq": ["model.quantizer={kind: simvq, codebook_size: 16384, dim: 32}"],
     "vq rotation trick": PLAIN + ["model.quantizer.gradient=rotation"],
