@@ -40,8 +40,8 @@ def run(args) -> int:
         log(f"held out {len(valid)} of {len(corpus) + len(valid)} token files by file-name hash (data.valid_fraction)")
     data = {"train": folder_record(args.tokens, corpus.paths, corpus.skipped, corpus.summary(),
                                    split and f"the token files a file-name hash does not hold out ({split})"),
-            "heldout": None if valid is None else folder_record(
-                valid.root, valid.paths, valid.skipped, valid.summary(), split and f"held out by file-name hash ({split})"),
+            "heldout": None if valid is None else folder_record(valid.root, valid.paths, valid.skipped, valid.summary(),
+                                                                split and f"held out by file-name hash ({split})"),
             "tokenizer": str(Path(args.tokenizer).resolve())}
     trainer = PriorTrainer(cfg, run, corpus, valid, tokenizer_path=str(Path(args.tokenizer).resolve()), log=log,
                            progress=not args.no_progress)

@@ -136,7 +136,8 @@ def _folder_text(f: dict, said: dict | None = None) -> str:
     if licence == said:
         text += ", under the same licence" if licence else ""
     elif isinstance(licence, dict):
-        text += f". Its corpus manifest states the source and licence: {licence.get('source')}, {licence.get('licence')}"
+        text += (f". Its corpus manifest states the source and licence: {licence.get('source')}, "
+                 f"{licence.get('licence')}")
     return text + "."
 
 

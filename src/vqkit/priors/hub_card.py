@@ -47,10 +47,11 @@ def prior_card(prior, repo_id: str, source: str | Path | None = None, license: s
            f"tokens = prior.generate(4)\nsignals = tok.decode(tokens)\n```\n\n"
            f"Or: `vqkit sample {repo_id} --tokenizer {tok} -n 16 -o OUT`.")
     tags = ["token-prior", m.kind, "audio" if meta_["modality"] == "mel" else "image"]
+    training = training_data_text(training_data(ckpt, step) if ckpt is not None else None, data,
+                                  "Not recorded with this checkpoint.")
     return render_card(repo_id, f"A vqkit {m.kind} prior over the tokens of a {meta_['modality']} tokenizer.",
-                       [("Model", model), ("Training data", training_data_text(
-                           training_data(ckpt, checkpoint_step(ckpt)) if ckpt is not None else None, data, "Not recorded with this checkpoint.")),
-                        ("Held-out metrics", metrics), ("Use", use)], license, tags)
+                       [("Model", model), ("Training data", training), ("Held-out metrics", metrics), ("Use", use)],
+                       license, tags)
 
 
 def stage_prior(prior, directory: str | Path, repo_id: str, **card) -> Path:
