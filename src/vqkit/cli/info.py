@@ -28,6 +28,7 @@ def run(args) -> int:
     m = cfg.model
     n = lambda mod: sum(p.numel() for p in mod.parameters()) if mod is not None else 0  # noqa: E731
     ckpt = resolve_checkpoint_dir(args.checkpoint)
+    step = checkpoint_step(ckpt)
     q = m.quantizer
     info = {
         "checkpoint": str(ckpt),
@@ -39,9 +40,9 @@ def run(args) -> int:
         "codebook_size": tok.codebook_size, "bits_per_token": round(tok.bits_per_token, 2),
         **({"stages": tok.stages, "bits_per_position": round(tok.bits_per_position, 2)} if tok.stages else {}),
         "refiner": m.refiner.mode if m.refiner is not None else "off",
-        "trained_steps": checkpoint_step(ckpt),
+        "trained_steps": step,
         # what the run recorded of its data, up to this checkpoint's step (None: no run record)
-        "training_data": training_data(ckpt, checkpoint_step(ckpt)),
+        "training_data": training_data(ckpt, step),
     }
     info.update(modality_of(tok).facts(tok))
     log(json.dumps(info, indent=1))

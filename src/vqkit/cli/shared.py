@@ -46,28 +46,25 @@ def load_train_and_valid(cfg, data: str, valid_data: str | None):
     """(training items, held-out items, what the run records of them: io/run_records.folder_record
     of each): --valid-data's, else a file-name hash split of data."""
     from ..data.audio_corpus import split_by_hash
-    from ..io.run_records import folder_record
+    from ..io.run_records import folder_record, hash_split_notes
     from ..modalities import modality_of
 
     modality = modality_of(cfg)
     corpus, train = modality.load_corpus(cfg, data, log)
-    names, split = corpus.relative_paths(), None
-    heldout = None
+    names, summary, notes, heldout = corpus.relative_paths(), corpus.summary(), (None, None), None
     if valid_data:
         held_corpus, valid = modality.load_corpus(cfg, valid_data, log)
         heldout = folder_record(valid_data, held_corpus.relative_paths(), held_corpus.skipped, held_corpus.summary())
     elif cfg.data.valid_fraction > 0 and len(train) >= 2:
         tr, va = split_by_hash(names, cfg.data.valid_fraction)
         train, valid = _pick(train, tr), _pick(train, va)
-        split = f"the files a file-name hash does not hold out (data.valid_fraction {cfg.data.valid_fraction:g})"
-        heldout = folder_record(data, [names[i] for i in va], split="held out by file-name hash "
-                                f"(data.valid_fraction {cfg.data.valid_fraction:g})")
-        names = [names[i] for i in tr]
+        notes = hash_split_notes(cfg.data.valid_fraction)
+        heldout = folder_record(data, [names[i] for i in va], split=notes[1])
+        names, summary = [names[i] for i in tr], f"the folder: {summary}"
         log(f"held out {len(valid)} of {len(train) + len(valid)} files by file-name hash (data.valid_fraction)")
     else:
         valid = []
-    summary = corpus.summary() if split is None else f"the folder: {corpus.summary()}"
-    record = {"train": folder_record(data, names, corpus.skipped, summary, split), "heldout": heldout}
+    record = {"train": folder_record(data, names, corpus.skipped, summary, notes[0]), "heldout": heldout}
     return train, modality.heldout_items(cfg, valid), record
 
 

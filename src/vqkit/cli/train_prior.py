@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..config.prior_schema import PriorConfig
     from ..data.audio_corpus import split_by_hash
-    from ..io.run_records import folder_record
+    from ..io.run_records import folder_record, hash_split_notes
     from ..training.prior_trainer import PriorTrainer
 
     run = Path(args.out)
@@ -30,20 +30,20 @@ def run(args) -> int:
     corpus = token_corpus(args.tokens, tok.tokenizer_id, cfg.data.class_folders)
     if cfg.data.class_folders and cfg.model.num_classes == 0:
         cfg.model.num_classes = len(corpus.class_names)   # the folders define the classes
-    valid, split = None, None
+    tokenizer_path = str(Path(args.tokenizer).resolve())
+    valid, notes = None, (None, None)
     if args.valid_tokens:
         valid = token_corpus(args.valid_tokens, tok.tokenizer_id, cfg.data.class_folders)
     elif cfg.data.valid_fraction > 0 and len(corpus) >= 2:
         train_idx, valid_idx = split_by_hash(corpus.paths, cfg.data.valid_fraction)
         corpus, valid = corpus.subset(train_idx), corpus.subset(valid_idx)
-        split = f"data.valid_fraction {cfg.data.valid_fraction:g}"
+        notes = hash_split_notes(cfg.data.valid_fraction, "token files")
         log(f"held out {len(valid)} of {len(corpus) + len(valid)} token files by file-name hash (data.valid_fraction)")
-    data = {"train": folder_record(args.tokens, corpus.paths, corpus.skipped, corpus.summary(),
-                                   split and f"the token files a file-name hash does not hold out ({split})"),
+    data = {"train": folder_record(args.tokens, corpus.paths, corpus.skipped, corpus.summary(), notes[0]),
             "heldout": None if valid is None else folder_record(valid.root, valid.paths, valid.skipped, valid.summary(),
-                                                                split and f"held out by file-name hash ({split})"),
-            "tokenizer": str(Path(args.tokenizer).resolve())}
-    trainer = PriorTrainer(cfg, run, corpus, valid, tokenizer_path=str(Path(args.tokenizer).resolve()), log=log,
+                                                                notes[1]),
+            "tokenizer": tokenizer_path}
+    trainer = PriorTrainer(cfg, run, corpus, valid, tokenizer_path=tokenizer_path, log=log,
                            progress=not args.no_progress)
     n_params = sum(p.numel() for p in trainer.raw_model.parameters())
     log(f"training {cfg.name} ({cfg.model.kind}): {n_params / 1e6:.2f}M parameters, {cfg.train.steps} steps, "

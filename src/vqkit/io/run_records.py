@@ -125,6 +125,13 @@ def folder_record(root: str | Path, relative_paths: list[str], skipped: dict | N
     return record
 
 
+def hash_split_notes(fraction: float, what: str = "files") -> tuple[str, str]:
+    """folder_record's `split` of the training and the held-out part of a folder split by file-name
+    hash (data.valid_fraction `fraction`); `what`: the files' name ("files", "token files")."""
+    how = f"data.valid_fraction {fraction:g}"
+    return f"the {what} a file-name hash does not hold out ({how})", f"held out by file-name hash ({how})"
+
+
 def record_training_data(run: Path, step: int, data: dict) -> None:
     """Append {"from_step": step, **data} (data: {"train": folder_record, "heldout": ...}) to the
     run's training_data.json, unless the last entry already says the same: a resumed run on other

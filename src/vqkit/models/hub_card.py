@@ -47,6 +47,7 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
     m = tok.config.model
     q = m.quantizer
     ckpt = checkpoint_of(source) if source is not None else None
+    step = checkpoint_step(ckpt) if ckpt is not None else None
     report = eval_report(ckpt, tok.tokenizer_id) if ckpt is not None else None
     corpus = corpus_licence(report["data"]["root"]) if report and isinstance(report.get("data"), dict) else None
     parts = {"encoder": _count(tok.encoder), "quantiser": _count(tok.quantizer), "decoder": _count(tok.decoder),
@@ -64,9 +65,9 @@ def tokenizer_card(tok, repo_id: str, source: str | Path | None = None, license:
                        + ", ".join(f"{k} {v:,}" for k, v in parts.items() if v) + ")"),
         ("preset / config name", tok.config.name),
         ("tokenizer id", f"`{tok.tokenizer_id}` (hash of the weights; token files record it)"),
-        ("trained steps", checkpoint_step(ckpt) if ckpt is not None else None),
+        ("trained steps", step),
     ])
-    training = training_data_text(training_data(ckpt, checkpoint_step(ckpt)) if ckpt is not None else None, data,
+    training = training_data_text(training_data(ckpt, step) if ckpt is not None else None, data,
                                   "Not recorded with this checkpoint (it has no run folder with a training_data.json).")
     metrics = ""
     if report:
