@@ -1,6 +1,7 @@
 """Codebook usage under several processes: in training every quantiser reports the usage and
 perplexity of the global batch (all processes' codes together), the same number in every process;
-evaluation stays per process (it may run in one process alone). Two gloo processes on CPU."""
+evaluation stays per process (it may run in one process alone); dead-code restarts of VQ and SimVQ
+leave the same codebook in every process. Two gloo processes on CPU."""
 from __future__ import annotations
 
 import torch
@@ -11,6 +12,8 @@ from vqkit.quantizers import build_quantizer
 
 CONFIGS = {"simvq": SimVQConfig(codebook_size=64, dim=4), "vq": VQConfig(codebook_size=64, dim=4),
            "fsq": FSQConfig(levels=[8, 5, 5, 5]), "rfsq": RFSQConfig(levels=[8, 5, 5, 5], stages=2)}
+RESTARTING = {"vq": VQConfig(codebook_size=64, dim=4, restart_dead_codes=True),
+              "simvq": SimVQConfig(codebook_size=64, dim=4, restart_dead_codes=True)}
 
 
 def _ddp_case(kind: str, rank: int):
@@ -32,6 +35,12 @@ def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
         for kind in CONFIGS:
             q, z = _ddp_case(kind, rank)
             results[kind] = {"train": q.train()(z).stats, "eval": q.eval()(z).stats}
+        for kind, cfg in RESTARTING.items():   # every code dead: each process's batch would re-seed others
+            torch.manual_seed(0)
+            q, z = build_quantizer(cfg).train(), _ddp_case(kind, rank)[1]
+            q.usage_ema.zero_()
+            torch.manual_seed(rank)   # each process would pick other latents
+            results[f"{kind} restarted"] = {"n": q(z).stats["restarted"], "codes": q._codes().detach()}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -54,3 +63,11 @@ def test_usage_is_the_global_batchs_under_two_processes(tmp_path):
                 assert torch.equal(got[r][kind]["train"][key], got[0][kind]["train"][key]), (kind, key)
                 torch.testing.assert_close(got[r][kind]["train"][key], whole[key])
                 torch.testing.assert_close(got[r][kind]["eval"][key], local[r][key])
+    for kind in RESTARTING:
+        a, b = got[0][f"{kind} restarted"], got[1][f"{kind} restarted"]
+        assert float(a["n"]) == float(b["n"]) == 64, kind
+        assert torch.equal(a["codes"], b["codes"]), kind
+        # the new codes are process 0's latents, not process 1's
+        h0, h1 = (_ddp_case(kind, r)[1].permute(0, 2, 1).reshape(-1, 4) for r in range(2))
+        near = lambda h: (a["codes"][:, None] - h[None]).abs().amax(-1).min(-1).values.max()  # noqa: E731
+        assert near(h0) < 1e-4 and near(h1) > 1e-2, kind

@@ -180,6 +180,53 @@ def test_simvq_and_ibq_keep_more_codes_alive_than_vq(seed):
     assert usage["vq+index_backprop"] > usage["vq"] + 0.15, usage
 
 
+# ---- dead-code restart ------------------------------------------------------------------------
+def test_restart_reseeds_rows_of_c_so_that_dead_codes_equal_batch_latents():
+    torch.manual_seed(3)
+    q = make(codebook_size=32, dim=4, restart_dead_codes=True, dead_code_threshold=0.5, usage_decay=0.5)
+    assert "usage_ema" in q.state_dict() and "usage_ema" not in make().state_dict()
+    q.codebook[2:] = 50.0   # identical and far away: at most one of them is ever chosen
+    z = torch.randn(4, 4, 16)
+    h = z.permute(0, 2, 1).reshape(-1, 4)
+    w_before = q.codebook_proj.weight.detach().clone()
+    q.eval()
+    usage0 = float(q(z).stats["usage"])
+    assert usage0 <= 3 / 32 + 1e-6
+    before = q.codebook.clone()
+    q.train()
+    restarted = sum(float(q(z).stats["restarted"]) for _ in range(3))
+    assert restarted >= 25
+    moved = (q.codebook - before).abs().sum(-1) > 0
+    assert moved.sum() == restarted
+    assert torch.equal(q.codebook_proj.weight, w_before)   # W is the optimiser's alone
+    # a restarted code C_k W^T is a latent of the batch
+    err = (codes(q)[moved][:, None] - h[None]).abs().amax(-1).min(-1).values
+    assert err.max() < 1e-4, err.max()
+    q.eval()
+    assert float(q(z).stats["usage"]) > usage0 + 0.4
+    # with W frozen, C is left alone too
+    q.train()
+    q.codebook_proj.weight.requires_grad_(False)
+    q.usage_ema.zero_()
+    frozen = q.codebook.clone()
+    assert float(q(z).stats["restarted"]) == 0 and torch.equal(q.codebook, frozen)
+
+
+def test_a_restart_during_forward_leaves_this_steps_gradient_of_w_intact():
+    """The restart rewrites C after forward; W's gradient must still be the one of the codes
+    forward used (a twin without restarts gives the same)."""
+    torch.manual_seed(4)
+    a, b = make(codebook_size=16, dim=4, restart_dead_codes=True), make(codebook_size=16, dim=4)
+    b.load_state_dict({k: v for k, v in a.state_dict().items() if k != "usage_ema"})
+    a.usage_ema.zero_()   # every code counts as dead now
+    z = torch.randn(2, 4, 20)
+    out_a, out_b = a(z), b(z)
+    assert float(out_a.stats["restarted"]) == 16 and not torch.equal(a.codebook, b.codebook)
+    ga, = torch.autograd.grad(out_a.loss + out_a.z_q.sum(), [a.codebook_proj.weight])
+    gb, = torch.autograd.grad(out_b.loss + out_b.z_q.sum(), [b.codebook_proj.weight])
+    torch.testing.assert_close(ga, gb)
+
+
 # ---- a tokenizer ------------------------------------------------------------------------------
 def test_a_vqgan_tokenizer_with_simvq_trains_saves_and_round_trips(tmp_path):
     from vqkit.training.trainer import Trainer

@@ -41,6 +41,9 @@ class _Codebook:
     channels: int = 1               # MoVQ multichannel, c chunks per latent sharing ONE codebook
     distance_chunk: int = 4096      # latents per chunk when computing distances (bounds memory)
     gradient: str = "straight_through"  # or "rotation", "index_backprop" (see GRADIENTS)
+    restart_dead_codes: bool = False  # re-seed unused codes from recent encoder outputs
+    dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
+    usage_decay: float = 0.99         # EMA decay of per-code assignment counts
 
     @property
     def tokens_per_position(self) -> int:
@@ -57,6 +60,8 @@ class _Codebook:
         # in one dimension a direction is only a sign: there is no rotation to pass the gradient through
         check(self.gradient != "rotation" or code_dim >= 2, "model.quantizer.gradient",
               f"'rotation' needs codes of >= 2 dimensions, got {code_dim} (dim / codebook_dim)")
+        check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
+        check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
 
 
 @dataclass
@@ -67,9 +72,6 @@ class VQConfig(_Codebook):
     l2_norm: bool = False           # l2-normalise latents and codes (cosine lookup)
     entropy_weight: float = 0.0     # SeQ-GAN entropy regulariser gamma (0.01 in the paper)
     entropy_temperature: float = 0.01  # soft usage = softmax(-distance / T); at 1.0 the term barely acts
-    restart_dead_codes: bool = False  # re-seed unused codes from recent encoder outputs
-    dead_code_threshold: float = 0.1  # a code is dead when its EMA assignment count per step falls below this
-    usage_decay: float = 0.99         # EMA decay of per-code assignment counts
 
     def describe(self) -> str:
         return (f"vq {self.codebook_size} codes x {self.codebook_dim or self.dim} dims"
@@ -80,15 +82,13 @@ class VQConfig(_Codebook):
         check(self.codebook_dim is None or self.codebook_dim >= 1, "model.quantizer.codebook_dim", "must be >= 1")
         check(self.beta >= 0 and self.entropy_weight >= 0, "model.quantizer.beta", "loss weights must be >= 0")
         check(self.entropy_temperature > 0, "model.quantizer.entropy_temperature", "must be > 0")
-        check(0 < self.usage_decay < 1, "model.quantizer.usage_decay", "must be in (0, 1)")
-        check(self.dead_code_threshold >= 0, "model.quantizer.dead_code_threshold", "must be >= 0")
 
 
 @dataclass
 class SimVQConfig(_Codebook):
     """SimVQ (Zhu et al. 2024): a codebook frozen at its random init, used through one learned linear
-    map (codes = C W, W is dim x dim), so every code moves with W and none dies. Codebook + beta x
-    commitment losses."""
+    map (codes = C W, W is dim x dim), so every code moves with W. Codebook + beta x commitment
+    losses; restart_dead_codes re-seeds a dead code's row of C so that its code is a recent latent."""
     kind: str = "simvq"
 
     def describe(self) -> str:

@@ -10,15 +10,20 @@ the codebook + commitment losses, the gradient estimator and the usage statistic
   into one autograd node, `_StraightThroughLookup`); its value is exactly the code.
 - In training, usage and perplexity are those of the global batch (summed over processes), so every
   process logs the same numbers.
+- Dead-code restart (restart_dead_codes): codes whose EMA assignment count falls below a threshold
+  are re-seeded so that they equal latents of the current batch. Under multi-process training the
+  counts are global and the new codes come from process 0, so every replica keeps the same codebook.
 
 A subclass says what its codes are (`_codes`), how latents enter and leave code space
-(`_to_code_space`, `_from_code_space`) and what it adds to the loss (`_regularise`).
+(`_to_code_space`, `_from_code_space`), what it adds to the loss (`_regularise`) and, for restarts,
+how a code is set to a given vector (`_seed_codes`) and whether its codebook trains (`_codebook_trains`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from ..distributed import all_reduce_sum_, broadcast_
 from .base import (Quantizer, QuantizerOutput, channel_rows, channels_first, channels_last, rows_to_channels,
                    usage_stats)
 from .estimators import pass_gradient
@@ -73,6 +78,12 @@ class CodebookQuantizer(Quantizer):
         self.dim = cfg.dim * cfg.channels
         self.codebook_size = cfg.codebook_size
         self.tokens_per_position = cfg.channels
+        if cfg.restart_dead_codes or self.always_tracks_usage:
+            # persistent: a resumed run keeps its dead-code bookkeeping
+            self.register_buffer("usage_ema", torch.full((cfg.codebook_size,), self._neutral_usage()))
+
+    # VQ checkpoints have held usage_ema since before restarts were optional per kind
+    always_tracks_usage = False
 
     # ---- what a subclass defines ----------------------------------------------------------------
     def _codes(self) -> torch.Tensor:
@@ -89,6 +100,14 @@ class CodebookQuantizer(Quantizer):
                     keep: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss with this kind's extra terms (stats: what they report)."""
         return loss
+
+    def _seed_codes(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        """Make the codes `ids` equal `vectors` (rows in code space), in place."""
+        raise NotImplementedError
+
+    def _codebook_trains(self) -> bool:
+        """False for a frozen codebook (e.g. SeQ-GAN phase 2), which restarts never rewrite."""
+        raise NotImplementedError
 
     # ---- shared ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -136,12 +155,41 @@ class CodebookQuantizer(Quantizer):
                 keep = mask.to(z.device).bool().unsqueeze(-1).expand(*lead, self.channels).reshape(-1)
             stats: dict[str, torch.Tensor] = {}
             loss = self._regularise(loss, h, e, idx, keep, stats)
+            if cfg.restart_dead_codes:
+                live = self.training and self._codebook_trains()
+                n = self._restart_dead(h.detach(), idx, keep) if live else 0
+                stats["restarted"] = torch.tensor(float(n), device=z.device)
 
         indices = self._ids(idx, lead)
         stats_mask = keep.reshape(indices.shape) if mask is not None else None
         # training runs in every process in step (the global batch); evaluation may run in one alone
         usage = usage_stats(indices.detach(), self.codebook_size, stats_mask, across_processes=self.training)
         return QuantizerOutput(z_q=zq, indices=indices, loss=loss, stats={**usage, **stats})
+
+    def _neutral_usage(self) -> float:
+        # fresh / restarted codes get ~log(2)/(1-decay) steps of grace before they count as dead
+        return 2.0 * self.cfg.dead_code_threshold
+
+    @torch.no_grad()
+    def _restart_dead(self, h: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor) -> int:
+        """EMA of per-code assignment counts; re-seed dead codes from this batch's latents (h: code space)."""
+        cfg = self.cfg
+        counts = all_reduce_sum_(torch.bincount(idx[keep], minlength=self.codebook_size).float())
+        self.usage_ema.mul_(cfg.usage_decay).add_(counts, alpha=1 - cfg.usage_decay)
+        dead = (self.usage_ema < cfg.dead_code_threshold).nonzero().squeeze(-1)
+        if dead.numel() == 0:   # the same answer in every process: usage_ema is global
+            return 0
+        n = dead.numel()
+        candidates = h[keep]
+        if candidates.shape[0] >= n:   # distinct latents when there are enough of them
+            new = candidates[torch.randperm(candidates.shape[0], device=h.device)[:n]]
+        elif candidates.shape[0] > 0:
+            new = candidates[torch.randint(candidates.shape[0], (n,), device=h.device)]
+        else:   # a process without latents keeps the old codes (process 0's are broadcast anyway)
+            new = self._codes()[dead]
+        self._seed_codes(dead, broadcast_(new.contiguous()))
+        self.usage_ema[dead] = self._neutral_usage()
+        return n
 
     @torch.no_grad()
     def indices(self, z: torch.Tensor) -> torch.Tensor:

@@ -6,9 +6,10 @@ Plain VQ updates only the codes that latents chose, so the rest fall behind and 
 codebook loss trains W, and every code is a function of W: all K codes move together with the
 latents, and none is left behind (the paper reports 100% usage at 65,536 codes).
 
-C is a buffer, not a parameter: no optimiser, weight decay or restart can move it, and a checkpoint
-still holds it (the codes are a function of C and W). Layout, lookup, losses, gradient estimator
-and usage statistics are codebook.py's, as for VQ.
+C is a buffer, not a parameter: no optimiser or weight decay moves it, and a checkpoint still holds
+it (the codes are a function of C and W). Only a dead-code restart (restart_dead_codes) rewrites
+rows of C: row k becomes v W^+ (pseudo-inverse), so that code k equals the batch latent v. Layout,
+lookup, losses, gradient estimator, restarts and usage statistics are codebook.py's, as for VQ.
 """
 from __future__ import annotations
 
@@ -39,5 +40,14 @@ class SimVQ(CodebookQuantizer):
         return f"codebook_size={c.codebook_size}, dim={c.dim}, channels={c.channels}, gradient={c.gradient}"
 
     def _codes(self) -> torch.Tensor:
-        """C W^T (rows: codes), in float32 whatever the module's dtype; differentiable in W only."""
-        return F.linear(self.codebook.float(), self.codebook_proj.weight.float())
+        """C W^T (rows: codes), in float32 whatever the module's dtype; differentiable in W only.
+        C is cloned: F.linear saves it for W's gradient, and a restart rewrites C after forward."""
+        return F.linear(self.codebook.float().clone(), self.codebook_proj.weight.float())
+
+    def _seed_codes(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        # C_k W^T = v  <=>  C_k = v (W^T)^+ ; exact while W is invertible, least squares if not
+        w = self.codebook_proj.weight.detach().float()
+        self.codebook[ids] = (vectors.float() @ torch.linalg.pinv(w).t()).to(self.codebook.dtype)
+
+    def _codebook_trains(self) -> bool:
+        return self.codebook_proj.weight.requires_grad

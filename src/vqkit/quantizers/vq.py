@@ -8,11 +8,10 @@ losses, gradient estimator and usage statistics they share with SimVQ are in cod
   batch's soft usage over the codebook;
 - multichannel (MoVQ): a latent vector of width c * dim is split into c chunks, each quantised with
   the same single codebook, so a position holds c indices;
-- dead-code restart: codes whose EMA assignment count falls below a threshold are re-seeded from
-  latents of the current batch.
+- dead-code restart (codebook.py): codes whose EMA assignment count falls below a threshold are
+  re-seeded from latents of the current batch.
 
-Under multi-process training the usage counts and the entropy term's soft usage are summed over
-processes and restarted codes come from process 0, so every replica keeps the same codebook.
+Under multi-process training the entropy term's soft usage is summed over processes.
 
 The entropy term's softmax is computed `distance_chunk` latents at a time (see `_soft_usage`).
 """
@@ -24,7 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..config import VQConfig
-from ..distributed import all_reduce_sum_, broadcast_, differentiable_sum
+from ..distributed import all_reduce_sum_, differentiable_sum
 from .codebook import CodebookQuantizer
 from .estimators import soft_assignment
 
@@ -40,6 +39,7 @@ class VectorQuantizer(CodebookQuantizer):
     indices (B, *spatial) for channels == 1, else (B, *spatial, channels)."""
 
     label = "VQ"
+    always_tracks_usage = True
 
     def __init__(self, cfg: VQConfig):
         super().__init__(cfg)
@@ -52,12 +52,6 @@ class VectorQuantizer(CodebookQuantizer):
         # taming's init; with l2_norm only the direction matters
         self.codebook = nn.Parameter(torch.empty(cfg.codebook_size, self.code_dim)
                                      .uniform_(-1 / cfg.codebook_size, 1 / cfg.codebook_size))
-        # persistent: a resumed run keeps its dead-code bookkeeping
-        self.register_buffer("usage_ema", torch.full((cfg.codebook_size,), self._neutral_usage()))
-
-    def _neutral_usage(self) -> float:
-        # fresh / restarted codes get ~log(2)/(1-decay) steps of grace before they count as dead
-        return 2.0 * self.cfg.dead_code_threshold
 
     def extra_repr(self) -> str:
         c = self.cfg
@@ -96,26 +90,12 @@ class VectorQuantizer(CodebookQuantizer):
         # the global batch's usage: with DDP, one process's half-batch would give another entropy
         return differentiable_sum(total) / all_reduce_sum_(w.sum().detach()).clamp(min=1)
 
-    @torch.no_grad()
-    def _restart_dead(self, h: torch.Tensor, idx: torch.Tensor, keep: torch.Tensor) -> int:
-        """EMA of per-code assignment counts; re-seed dead codes from this batch's latents."""
-        cfg = self.cfg
-        counts = all_reduce_sum_(torch.bincount(idx[keep], minlength=self.codebook_size).float())
-        self.usage_ema.mul_(cfg.usage_decay).add_(counts, alpha=1 - cfg.usage_decay)
-        dead = (self.usage_ema < cfg.dead_code_threshold).nonzero().squeeze(-1)
-        if dead.numel() == 0:   # the same answer in every process: usage_ema is global
-            return 0
-        n = dead.numel()
-        candidates = h[keep]
-        new = self.codebook.data[dead].float()   # a process without latents keeps the old rows
-        if candidates.shape[0] >= n:   # distinct latents when there are enough of them
-            new = candidates[torch.randperm(candidates.shape[0], device=h.device)[:n]]
-        elif candidates.shape[0] > 0:
-            new = candidates[torch.randint(candidates.shape[0], (n,), device=h.device)]
-        # h lives in code space (projected, normalised), so the new rows are valid codes as they are
-        self.codebook.data[dead] = broadcast_(new.contiguous()).to(self.codebook.dtype)
-        self.usage_ema[dead] = self._neutral_usage()
-        return n
+    def _seed_codes(self, ids: torch.Tensor, vectors: torch.Tensor) -> None:
+        # vectors live in code space (projected, normalised), so they are valid codes as they are
+        self.codebook.data[ids] = vectors.to(self.codebook.dtype)
+
+    def _codebook_trains(self) -> bool:
+        return self.codebook.requires_grad
 
     def _regularise(self, loss: torch.Tensor, h: torch.Tensor, e: torch.Tensor, idx: torch.Tensor,
                     keep: torch.Tensor, stats: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -125,9 +105,4 @@ class VectorQuantizer(CodebookQuantizer):
             entropy = -(p_mean * torch.log(p_mean.clamp(min=1e-12))).sum()
             loss = loss - cfg.entropy_weight * entropy
             stats["soft_entropy"] = entropy.detach()
-        if cfg.restart_dead_codes:
-            # a frozen codebook (e.g. SeQ-GAN phase 2) is never rewritten
-            live = self.training and self.codebook.requires_grad
-            n = self._restart_dead(h.detach(), idx, keep) if live else 0
-            stats["restarted"] = torch.tensor(float(n), device=h.device)
         return loss
