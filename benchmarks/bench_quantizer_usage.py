@@ -35,6 +35,8 @@ VARIANTS: dict[str, list[str]] = {
     "vq l2, no restarts": ["model.quantizer.restart_dead_codes=false"],
     "vq l2 + restarts": ["model.quantizer.restart_dead_codes=true", "model.quantizer.dead_code_threshold=0.01"],
     "simvq": ["model.quantizer={kind: simvq, codebook_size: 16384, dim: 32}"],
+    "simvq + restarts": ["model.quantizer={kind: simvq, codebook_size: 16384, dim: 32, restart_dead_codes: true, "
+                         "dead_code_threshold: 0.01}"],
     "vq rotation trick": PLAIN + ["model.quantizer.gradient=rotation"],
     "vq index backprop": PLAIN + ["model.quantizer.gradient=index_backprop"],
     "lfq": ["model.quantizer={kind: lfq, dim: 14}"],
